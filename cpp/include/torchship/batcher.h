@@ -1,0 +1,79 @@
+#pragma once
+// Dynamic request batching for one model (the book's chapter 15 idea, in C++):
+// a bounded queue; N workers (one per model instance) each take as many queued
+// requests as fit in max_batch_size, concatenate them along dim 0, run once
+// and hand every caller its own rows back, in order.
+//
+// Low load pays no batching tax: with max_queue_delay = 0 a free worker runs
+// whatever is queued at once; batches grow by themselves while workers are busy.
+#include <torch/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "torchship/stats.h"
+
+namespace torchship {
+
+struct BatcherOptions {
+  int64_t max_batch_size = 1;
+  std::chrono::microseconds max_queue_delay{0};
+  int64_t max_queue_size = 128;
+  int num_workers = 1;
+};
+
+class DynamicBatcher {
+ public:
+  using Tensors = std::vector<torch::Tensor>;
+  // Runs one batch on worker `worker` (its model instance). Called off the caller's thread.
+  using RunFn = std::function<Tensors(int worker, const Tensors& batch)>;
+
+  DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats);
+  ~DynamicBatcher();  // shutdown()
+  DynamicBatcher(const DynamicBatcher&) = delete;
+  DynamicBatcher& operator=(const DynamicBatcher&) = delete;
+
+  // Queues a validated request (every tensor's dim 0 is its batch size).
+  // Throws OverloadedError when the queue is full, UnavailableError after shutdown.
+  std::future<Tensors> submit(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline = {});
+
+  // submit() and wait; throws TimeoutError past the deadline.
+  Tensors run(Tensors inputs, std::optional<std::chrono::microseconds> timeout = {});
+
+  // Stops accepting, finishes everything queued and in flight, joins the workers. Idempotent.
+  void shutdown();
+
+ private:
+  struct Request {
+    Tensors inputs;
+    int64_t rows = 0;
+    std::chrono::steady_clock::time_point enqueued;
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    std::promise<Tensors> promise;
+  };
+
+  void worker_loop(int worker);
+  std::vector<Request> take_batch(std::unique_lock<std::mutex>& lock);
+  void execute(int worker, std::vector<Request>& batch);
+
+  const BatcherOptions options_;
+  const RunFn run_;
+  ModelStats& stats_;
+
+  std::mutex shutdown_mutex_;  // serialises shutdown() callers
+  std::mutex mutex_;
+  std::condition_variable work_available_;
+  std::deque<Request> queue_;
+  int64_t queued_rows_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace torchship

@@ -1,0 +1,48 @@
+#pragma once
+// config.json of a model in the repository: the contract written by export,
+// read here. Shapes carry -1 for dynamic dimensions; dimension 0 is the batch.
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace torchship {
+
+struct TensorSpec {
+  std::string name;
+  torch::ScalarType dtype = torch::kFloat32;
+  std::vector<int64_t> shape;          // -1 = any size; shape[0] is the batch dimension
+  std::vector<int64_t> example_shape;  // a concrete shape (used for warm-up)
+};
+
+struct ModelConfig {
+  std::string name;
+  int64_t max_batch_size = 1;
+  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> outputs;
+  // Dynamic batching: a worker waits at most this long for more requests when
+  // its batch is not full. 0 = run whatever is queued as soon as a worker is free.
+  std::chrono::microseconds max_queue_delay{0};
+  int64_t max_queue_size = 128;  // requests waiting, per model; beyond it: OverloadedError
+  int instance_count = 1;
+  std::vector<int64_t> warmup_batch_sizes;  // empty: {1, max_batch_size}
+  nlohmann::json raw;                       // the whole document (labels, preprocessing, ...)
+
+  static ModelConfig from_json(const nlohmann::json& doc);
+  static ModelConfig load(const std::filesystem::path& file);  // throws LoadError
+  int input_index(const std::string& name) const;              // -1 when absent
+};
+
+// Checks every input against the config before it reaches a model: count,
+// dtype, rank, each fixed dimension, batch size <= max_batch_size, and that
+// all inputs agree on the batch size. Throws InvalidInputError naming the
+// input, what was expected and what was received.
+void validate_inputs(const ModelConfig& config, const std::vector<torch::Tensor>& inputs);
+
+std::string shape_string(c10::IntArrayRef shape);
+
+}  // namespace torchship

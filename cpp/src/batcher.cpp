@@ -1,0 +1,170 @@
+#include "torchship/batcher.h"
+
+#include <torch/torch.h>
+
+#include "torchship/errors.h"
+
+namespace torchship {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Requests can share a batch only when every input agrees beyond dim 0.
+bool same_item_shapes(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].sizes().slice(1) != b[i].sizes().slice(1)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+DynamicBatcher::DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats)
+    : options_(options), run_(std::move(run)), stats_(stats) {
+  for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+DynamicBatcher::~DynamicBatcher() { shutdown(); }
+
+std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
+                                                              std::optional<Clock::time_point> deadline) {
+  Request request;
+  request.rows = inputs.empty() ? 0 : inputs.front().size(0);
+  request.inputs = std::move(inputs);
+  request.enqueued = Clock::now();
+  request.deadline = deadline;
+  auto future = request.promise.get_future();
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
+      throw OverloadedError("request queue is full (" + std::to_string(queue_.size()) +
+                            " waiting, max_queue_size " + std::to_string(options_.max_queue_size) + "); retry later");
+    }
+    queued_rows_ += request.rows;
+    queue_.push_back(std::move(request));
+    stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+  }
+  work_available_.notify_one();
+  return future;
+}
+
+DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::chrono::microseconds> timeout) {
+  std::optional<Clock::time_point> deadline;
+  if (timeout) deadline = Clock::now() + *timeout;
+  auto future = submit(std::move(inputs), deadline);
+  if (deadline && future.wait_until(*deadline) == std::future_status::timeout) {
+    throw TimeoutError("request timed out after " + std::to_string(timeout->count()) + " us");
+  }
+  return future.get();
+}
+
+void DynamicBatcher::shutdown() {
+  std::lock_guard join_lock(shutdown_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_available_.notify_all();
+  for (auto& worker : workers_) {
+    if (worker.joinable()) worker.join();
+  }
+}
+
+void DynamicBatcher::worker_loop(int worker) {
+  while (true) {
+    std::vector<Request> batch;
+    {
+      std::unique_lock lock(mutex_);
+      work_available_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued has been taken
+      if (options_.max_queue_delay.count() > 0 && !stopping_ && queued_rows_ < options_.max_batch_size) {
+        // Give the batch a little time to fill, counted from the oldest request's arrival.
+        const auto until = queue_.front().enqueued + options_.max_queue_delay;
+        work_available_.wait_until(lock, until, [&] {
+          return stopping_ || queue_.empty() || queued_rows_ >= options_.max_batch_size;
+        });
+        if (queue_.empty()) continue;  // another worker took them
+      }
+      batch = take_batch(lock);
+      stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+      if (!queue_.empty()) work_available_.notify_one();
+    }
+    execute(worker, batch);
+  }
+}
+
+std::vector<DynamicBatcher::Request> DynamicBatcher::take_batch(std::unique_lock<std::mutex>&) {
+  std::vector<Request> batch;
+  int64_t rows = 0;
+  const auto now = Clock::now();
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (it->deadline && *it->deadline < now) {
+      it->promise.set_exception(std::make_exception_ptr(TimeoutError("request timed out while queued")));
+      queued_rows_ -= it->rows;
+      it = queue_.erase(it);
+      continue;
+    }
+    if (!batch.empty()) {
+      if (rows + it->rows > options_.max_batch_size) break;  // first-come first-served: stop at the first misfit
+      if (!same_item_shapes(batch.front().inputs, it->inputs)) {
+        ++it;  // a different image size, say: it goes in a later batch
+        continue;
+      }
+    }
+    rows += it->rows;
+    queued_rows_ -= it->rows;
+    batch.push_back(std::move(*it));
+    it = queue_.erase(it);
+  }
+  return batch;
+}
+
+void DynamicBatcher::execute(int worker, std::vector<Request>& batch) {
+  if (batch.empty()) return;
+  const auto start = Clock::now();
+  for (const auto& r : batch) stats_.queue_seconds.observe(seconds_between(r.enqueued, start));
+  std::vector<Tensors> results(batch.size());
+  try {
+    int64_t total_rows = 0;
+    for (const auto& r : batch) total_rows += r.rows;
+    Tensors inputs;
+    if (batch.size() == 1) {
+      inputs = std::move(batch.front().inputs);
+    } else {
+      for (size_t i = 0; i < batch.front().inputs.size(); ++i) {
+        std::vector<torch::Tensor> parts;
+        parts.reserve(batch.size());
+        for (const auto& r : batch) parts.push_back(r.inputs[i]);
+        inputs.push_back(torch::cat(parts, 0));
+      }
+    }
+    const Tensors outputs = run_(worker, inputs);
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      if (outputs[k].dim() == 0 || outputs[k].size(0) != total_rows) {
+        throw Error("output " + std::to_string(k) + " has shape " + c10::str(outputs[k].sizes()) +
+                    ", which does not start with the batch size " + std::to_string(total_rows));
+      }
+    }
+    int64_t offset = 0;
+    for (size_t j = 0; j < batch.size(); ++j) {
+      for (const auto& out : outputs) results[j].push_back(out.narrow(0, offset, batch[j].rows));
+      offset += batch[j].rows;
+    }
+    stats_.compute_seconds.observe(seconds_between(start, Clock::now()));
+    stats_.batch_size.observe(static_cast<double>(total_rows));
+    stats_.batches.fetch_add(1, std::memory_order_relaxed);
+  } catch (...) {
+    const auto error = std::current_exception();
+    for (auto& r : batch) r.promise.set_exception(error);
+    return;
+  }
+  for (size_t j = 0; j < batch.size(); ++j) batch[j].promise.set_value(std::move(results[j]));
+}
+
+}  // namespace torchship

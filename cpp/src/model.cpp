@@ -1,0 +1,226 @@
+#include "torchship/model.h"
+
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+#include <torch/torch.h>
+
+#include "describe.h"
+#include "torchship/errors.h"
+
+namespace torchship {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+torch::Tensor example_input(const TensorSpec& spec, int64_t batch) {
+  std::vector<int64_t> shape = spec.example_shape;
+  shape[0] = batch;
+  for (auto& d : shape) d = d < 0 ? 1 : d;
+  const auto options = torch::TensorOptions().dtype(spec.dtype);
+  if (c10::isFloatingType(spec.dtype)) return torch::randn(shape, options);
+  return torch::zeros(shape, options);
+}
+
+// Counts the request in flight for as long as it lives.
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<int64_t>& counter) : counter_(counter) { counter_.fetch_add(1); }
+  ~InFlight() { counter_.fetch_sub(1); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<int64_t>& counter_;
+};
+
+}  // namespace
+
+// One copy of the model on one device. On CUDA it owns a stream and pinned
+// host staging buffers reused across batches; it synchronizes only its stream.
+class Model::Instance {
+ public:
+  Instance(const std::filesystem::path& artifact, const torch::Device& device)
+      : device_(device), backend_(load_backend(artifact, device)) {
+    if (device_.is_cuda()) {
+      c10::impl::VirtualGuardImpl impl(device_.type());
+      stream_ = impl.getStreamFromGlobalPool(device_, /*isHighPriority=*/false);
+    }
+  }
+
+  std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& batch) {
+    if (!device_.is_cuda()) {
+      std::vector<torch::Tensor> inputs;
+      inputs.reserve(batch.size());
+      for (const auto& t : batch) inputs.push_back(t.device() == device_ ? t : t.to(device_));
+      return backend_->forward(inputs);
+    }
+    c10::StreamGuard guard(*stream_);
+    std::vector<torch::Tensor> inputs;
+    staging_.resize(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const auto& t = batch[i];
+      if (t.device() == device_) {
+        inputs.push_back(t);
+        continue;
+      }
+      inputs.push_back(stage(i, t).to(device_, /*non_blocking=*/true));
+    }
+    std::vector<torch::Tensor> outputs = backend_->forward(inputs);
+    std::vector<torch::Tensor> host;
+    host.reserve(outputs.size());
+    for (const auto& out : outputs) {
+      auto h = torch::empty(out.sizes(), out.options().device(torch::kCPU).pinned_memory(true));
+      h.copy_(out, /*non_blocking=*/true);
+      host.push_back(std::move(h));
+    }
+    stream_->synchronize();
+    return host;
+  }
+
+ private:
+  // Copies a CPU tensor into this instance's pinned buffer for input i, growing it when needed.
+  torch::Tensor stage(size_t i, const torch::Tensor& t) {
+    auto& buffer = staging_[i];
+    if (!buffer.defined() || buffer.scalar_type() != t.scalar_type() || buffer.numel() < t.numel()) {
+      buffer = torch::empty({t.numel()}, t.options().device(torch::kCPU).pinned_memory(true));
+    }
+    auto view = buffer.narrow(0, 0, t.numel()).view(t.sizes());
+    view.copy_(t);
+    return view;
+  }
+
+  torch::Device device_;
+  std::unique_ptr<Backend> backend_;
+  std::optional<c10::Stream> stream_;
+  std::vector<torch::Tensor> staging_;
+};
+
+std::filesystem::path find_artifact(const std::filesystem::path& version_dir, const std::string& format,
+                                    const torch::Device& device) {
+  const auto torchscript = version_dir / "model.pt";
+  const auto pt2 = version_dir / (device.is_cuda() ? "model.cuda.pt2" : "model.pt2");
+  if (format == "torchscript") return torchscript;
+  if (format == "pt2") return pt2;
+  if (format == "auto") return std::filesystem::exists(torchscript) ? torchscript : pt2;
+  throw InvalidInputError("unknown model format '" + format + "' (expected auto, torchscript or pt2)");
+}
+
+Model::Model(ModelConfig config, std::string version, const std::filesystem::path& version_dir,
+             const ModelOptions& options)
+    : config_(std::move(config)), version_(std::move(version)), device_(options.device) {
+  const auto started = Clock::now();
+  if (options.instance_count) config_.instance_count = *options.instance_count;
+  if (options.max_batch_size) config_.max_batch_size = *options.max_batch_size;
+  if (options.max_queue_delay) config_.max_queue_delay = *options.max_queue_delay;
+  if (options.max_queue_size) config_.max_queue_size = *options.max_queue_size;
+  artifact_ = find_artifact(version_dir, options.format, device_);
+  const std::string what = "model '" + config_.name + "' version " + version_ + " (" + artifact_.string() + ")";
+  try {
+    for (int i = 0; i < config_.instance_count; ++i) {
+      instances_.push_back(std::make_unique<Instance>(artifact_, device_));
+    }
+  } catch (const std::exception& e) {
+    throw LoadError("cannot load " + what + " on " + device_.str() + ": " + detail::describe(e));
+  }
+  format_ = artifact_.extension() == ".pt2" ? "pt2" : "torchscript";
+  stats_ = std::make_unique<ModelStats>(config_.max_batch_size);
+  if (options.warmup) {
+    try {
+      warm_up();
+    } catch (const std::exception& e) {
+      throw LoadError("warm-up of " + what + " failed: " + detail::describe(e));
+    }
+  }
+  BatcherOptions batching{config_.max_batch_size, config_.max_queue_delay, config_.max_queue_size,
+                          config_.instance_count};
+  batcher_ = std::make_unique<DynamicBatcher>(
+      batching, [this](int instance, const std::vector<torch::Tensor>& batch) { return run_batch(instance, batch); },
+      *stats_);
+  load_seconds_ = std::chrono::duration<double>(Clock::now() - started).count();
+  ready_.store(true);
+}
+
+Model::~Model() { shutdown(); }
+
+void Model::shutdown() {
+  ready_.store(false);
+  if (batcher_) batcher_->shutdown();
+}
+
+void Model::warm_up() {
+  std::vector<int64_t> sizes = config_.warmup_batch_sizes;
+  if (sizes.empty()) sizes = {1, config_.max_batch_size};
+  for (const auto batch : sizes) {
+    const int64_t rows = std::clamp<int64_t>(batch, 1, config_.max_batch_size);
+    std::vector<torch::Tensor> inputs;
+    for (const auto& spec : config_.inputs) inputs.push_back(example_input(spec, rows));
+    for (auto& instance : instances_) {
+      // Twice: TorchScript's profiling executor optimises on the second call.
+      instance->run(inputs);
+      instance->run(inputs);
+    }
+  }
+}
+
+std::vector<torch::Tensor> Model::run_batch(int instance, const std::vector<torch::Tensor>& batch) {
+  return instances_.at(static_cast<size_t>(instance))->run(batch);
+}
+
+std::vector<torch::Tensor> Model::order_inputs(const NamedTensors& named) const {
+  std::vector<torch::Tensor> ordered(config_.inputs.size());
+  for (const auto& [name, tensor] : named) {
+    const int i = config_.input_index(name);
+    if (i < 0) {
+      std::string expected;
+      for (const auto& spec : config_.inputs) expected += (expected.empty() ? "'" : ", '") + spec.name + "'";
+      throw InvalidInputError("model '" + config_.name + "' has no input '" + name + "' (inputs: " + expected + ")");
+    }
+    if (ordered[static_cast<size_t>(i)].defined()) {
+      throw InvalidInputError("input '" + name + "' given more than once");
+    }
+    ordered[static_cast<size_t>(i)] = tensor;
+  }
+  return ordered;
+}
+
+std::vector<torch::Tensor> Model::infer(const NamedTensors& inputs, std::optional<std::chrono::microseconds> timeout) {
+  std::vector<torch::Tensor> ordered;
+  try {
+    ordered = order_inputs(inputs);
+  } catch (const InvalidInputError&) {
+    stats_->failed_invalid.fetch_add(1);
+    throw;
+  }
+  return infer(std::move(ordered), timeout);
+}
+
+std::vector<torch::Tensor> Model::infer(std::vector<torch::Tensor> inputs,
+                                        std::optional<std::chrono::microseconds> timeout) {
+  const auto started = Clock::now();
+  InFlight in_flight(stats_->in_flight);
+  try {
+    if (!ready_.load()) throw UnavailableError("model '" + config_.name + "' is not ready");
+    validate_inputs(config_, inputs);
+    auto outputs = batcher_->run(std::move(inputs), timeout);
+    stats_->requests_ok.fetch_add(1, std::memory_order_relaxed);
+    stats_->request_seconds.observe(std::chrono::duration<double>(Clock::now() - started).count());
+    return outputs;
+  } catch (const InvalidInputError&) {
+    stats_->failed_invalid.fetch_add(1);
+    throw;
+  } catch (const OverloadedError&) {
+    stats_->failed_overloaded.fetch_add(1);
+    throw;
+  } catch (const UnavailableError&) {
+    stats_->failed_unavailable.fetch_add(1);
+    throw;
+  } catch (const TimeoutError&) {
+    stats_->failed_timeout.fetch_add(1);
+    throw;
+  } catch (const std::exception& e) {
+    stats_->failed_internal.fetch_add(1);
+    throw Error("model '" + config_.name + "' version " + version_ + " failed: " + detail::describe(e));
+  }
+}
+
+}  // namespace torchship

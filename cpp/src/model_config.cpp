@@ -1,0 +1,122 @@
+#include "torchship/model_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "torchship/dtypes.h"
+#include "torchship/errors.h"
+
+namespace torchship {
+namespace {
+
+std::vector<TensorSpec> parse_specs(const nlohmann::json& list, const char* what) {
+  if (!list.is_array() || list.empty()) {
+    throw std::invalid_argument(std::string("'") + what + "' must be a non-empty array");
+  }
+  std::vector<TensorSpec> specs;
+  for (const auto& item : list) {
+    TensorSpec s;
+    s.name = item.at("name").get<std::string>();
+    s.dtype = dtype_from_name(item.at("datatype").get<std::string>());
+    s.shape = item.at("shape").get<std::vector<int64_t>>();
+    if (s.shape.empty() || s.shape[0] != -1) {
+      throw std::invalid_argument(std::string(what) + " '" + s.name + "': shape must start with -1 (the batch dimension)");
+    }
+    for (const auto d : s.shape) {
+      if (d < -1 || d == 0) throw std::invalid_argument(std::string(what) + " '" + s.name + "': bad dimension " + std::to_string(d));
+    }
+    s.example_shape = item.contains("example_shape") ? item.at("example_shape").get<std::vector<int64_t>>() : s.shape;
+    if (s.example_shape.size() != s.shape.size()) {
+      throw std::invalid_argument(std::string(what) + " '" + s.name + "': example_shape and shape differ in rank");
+    }
+    specs.push_back(std::move(s));
+  }
+  return specs;
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const nlohmann::json& doc) {
+  ModelConfig c;
+  c.raw = doc;
+  c.name = doc.at("name").get<std::string>();
+  c.max_batch_size = doc.at("max_batch_size").get<int64_t>();
+  if (c.max_batch_size < 1) throw std::invalid_argument("max_batch_size must be >= 1");
+  c.inputs = parse_specs(doc.at("inputs"), "input");
+  c.outputs = parse_specs(doc.at("outputs"), "output");
+  if (doc.contains("dynamic_batching")) {
+    const auto& b = doc.at("dynamic_batching");
+    c.max_queue_delay = std::chrono::microseconds(b.value("max_queue_delay_microseconds", int64_t{0}));
+    c.max_queue_size = b.value("max_queue_size", c.max_queue_size);
+  }
+  if (doc.contains("instance_group")) c.instance_count = doc.at("instance_group").value("count", 1);
+  if (doc.contains("warmup")) c.warmup_batch_sizes = doc.at("warmup").value("batch_sizes", std::vector<int64_t>{});
+  if (c.instance_count < 1) throw std::invalid_argument("instance_group.count must be >= 1");
+  if (c.max_queue_size < 1) throw std::invalid_argument("dynamic_batching.max_queue_size must be >= 1");
+  return c;
+}
+
+ModelConfig ModelConfig::load(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) throw LoadError("cannot open model config " + file.string());
+  try {
+    return from_json(nlohmann::json::parse(in));
+  } catch (const std::exception& e) {
+    throw LoadError("invalid model config " + file.string() + ": " + e.what());
+  }
+}
+
+int ModelConfig::input_index(const std::string& name) const {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+std::string shape_string(c10::IntArrayRef shape) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << ']';
+  return out.str();
+}
+
+void validate_inputs(const ModelConfig& config, const std::vector<torch::Tensor>& inputs) {
+  if (inputs.size() != config.inputs.size()) {
+    throw InvalidInputError("model '" + config.name + "' takes " + std::to_string(config.inputs.size()) +
+                            " input(s), received " + std::to_string(inputs.size()));
+  }
+  int64_t batch = -1;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const auto& spec = config.inputs[i];
+    const auto& t = inputs[i];
+    const std::string where = "input '" + spec.name + "' of model '" + config.name + "'";
+    if (!t.defined()) throw InvalidInputError(where + " is missing");
+    if (t.scalar_type() != spec.dtype) {
+      throw InvalidInputError(where + ": expected datatype " + dtype_name(spec.dtype) + ", received " +
+                              c10::toString(t.scalar_type()));
+    }
+    if (t.dim() != static_cast<int64_t>(spec.shape.size())) {
+      throw InvalidInputError(where + ": expected shape " + shape_string(spec.shape) + " (rank " +
+                              std::to_string(spec.shape.size()) + "), received " + shape_string(t.sizes()));
+    }
+    for (size_t d = 1; d < spec.shape.size(); ++d) {
+      if (spec.shape[d] != -1 && spec.shape[d] != t.size(static_cast<int64_t>(d))) {
+        throw InvalidInputError(where + ": expected shape " + shape_string(spec.shape) + ", received " +
+                                shape_string(t.sizes()));
+      }
+    }
+    const int64_t rows = t.size(0);
+    if (rows < 1 || rows > config.max_batch_size) {
+      throw InvalidInputError(where + ": batch size " + std::to_string(rows) + " is outside 1.." +
+                              std::to_string(config.max_batch_size) + " (max_batch_size)");
+    }
+    if (batch != -1 && rows != batch) {
+      throw InvalidInputError(where + ": batch size " + std::to_string(rows) + " differs from the other inputs' " +
+                              std::to_string(batch));
+    }
+    batch = rows;
+  }
+}
+
+}  // namespace torchship

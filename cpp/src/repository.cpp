@@ -1,0 +1,104 @@
+#include "torchship/repository.h"
+
+#include <algorithm>
+#include <regex>
+
+#include "torchship/errors.h"
+
+namespace torchship {
+namespace fs = std::filesystem;
+
+bool valid_model_name(const std::string& name) {
+  static const std::regex pattern("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
+  return std::regex_match(name, pattern);
+}
+
+bool valid_version(const std::string& version) {
+  static const std::regex pattern("[0-9]{1,9}");
+  return std::regex_match(version, pattern);
+}
+
+namespace {
+
+// The newest (numerically largest) version directory of a model, or "" if none.
+std::string newest_version(const fs::path& model_dir) {
+  std::string best;
+  for (const auto& entry : fs::directory_iterator(model_dir)) {
+    const auto v = entry.path().filename().string();
+    if (!entry.is_directory() || !valid_version(v)) continue;
+    if (best.empty() || std::stoll(v) > std::stoll(best)) best = v;
+  }
+  return best;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+ModelRepository::ModelRepository(fs::path root, const RepositoryOptions& options) : root_(std::move(root)) {
+  if (!fs::is_directory(root_)) throw LoadError("model repository '" + root_.string() + "' is not a directory");
+  std::vector<fs::path> dirs;
+  for (const auto& entry : fs::directory_iterator(root_)) {
+    if (entry.is_directory() && fs::exists(entry.path() / "config.json")) dirs.push_back(entry.path());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  for (const auto& dir : dirs) {
+    const auto name = dir.filename().string();
+    if (!valid_model_name(name)) continue;
+    if (!options.only_models.empty() &&
+        std::find(options.only_models.begin(), options.only_models.end(), name) == options.only_models.end()) {
+      continue;
+    }
+    auto config = ModelConfig::load(dir / "config.json");
+    if (config.name != name) {
+      throw LoadError("model directory '" + name + "' holds a config.json named '" + config.name + "'");
+    }
+    const auto version = newest_version(dir);
+    if (version.empty()) {
+      throw LoadError("model '" + name + "' has no version directory (expected " + (dir / "1").string() + ")");
+    }
+    models_[name] = std::make_shared<Model>(std::move(config), version, dir / version, options.model);
+  }
+  for (const auto& wanted : options.only_models) {
+    if (!models_.contains(wanted)) throw LoadError("model '" + wanted + "' not found in " + root_.string());
+  }
+  if (models_.empty()) {
+    throw LoadError("no models in repository '" + root_.string() + "' (expected <repository>/<model>/config.json)");
+  }
+}
+
+ModelRepository::~ModelRepository() { shutdown(); }
+
+std::shared_ptr<Model> ModelRepository::get(const std::string& name, const std::string& version) const {
+  const auto it = valid_model_name(name) ? models_.find(name) : models_.end();
+  if (it == models_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [n, m] : models_) names.push_back(n);
+    throw NotFoundError("unknown model '" + name + "' (available: " + join(names) + ")");
+  }
+  if (!version.empty() && version != it->second->version()) {
+    throw NotFoundError("model '" + name + "' has no version '" + version + "' loaded (loaded: " +
+                        it->second->version() + ")");
+  }
+  return it->second;
+}
+
+std::vector<std::shared_ptr<Model>> ModelRepository::models() const {
+  std::vector<std::shared_ptr<Model>> out;
+  for (const auto& [n, m] : models_) out.push_back(m);
+  return out;
+}
+
+bool ModelRepository::ready() const {
+  return std::all_of(models_.begin(), models_.end(), [](const auto& kv) { return kv.second->ready(); });
+}
+
+void ModelRepository::shutdown() {
+  for (auto& [n, m] : models_) m->shutdown();
+}
+
+}  // namespace torchship

@@ -1,0 +1,226 @@
+// Run: ctest --test-dir build/<tag> -R Batcher   (or: make test)
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <thread>
+
+#include "torchship/batcher.h"
+#include "torchship/errors.h"
+
+using namespace torchship;
+using namespace std::chrono_literals;
+using Tensors = DynamicBatcher::Tensors;
+
+namespace {
+
+// A stand-in model: y = 2x + worker, recording each batch's size. It can be
+// held at a gate so tests control when a batch finishes.
+struct FakeModel {
+  std::mutex mutex;
+  std::vector<int64_t> batch_sizes;
+  std::atomic<bool> gate_open{true};
+  std::atomic<int> running{0};
+
+  Tensors operator()(int, const Tensors& batch) {
+    running.fetch_add(1);
+    while (!gate_open.load()) std::this_thread::sleep_for(100us);
+    {
+      std::lock_guard lock(mutex);
+      batch_sizes.push_back(batch[0].size(0));
+    }
+    running.fetch_sub(1);
+    return {batch[0] * 2};
+  }
+};
+
+Tensors rows(std::initializer_list<float> values) {
+  return {torch::tensor(std::vector<float>(values)).unsqueeze(1)};
+}
+
+BatcherOptions options(int64_t max_batch, int64_t max_queue = 64, std::chrono::microseconds delay = 0us,
+                       int workers = 1) {
+  return BatcherOptions{max_batch, delay, max_queue, workers};
+}
+
+void wait_until(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!condition()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "condition not reached in 5 s";
+    std::this_thread::sleep_for(200us);
+  }
+}
+
+}  // namespace
+
+TEST(Batcher, ReturnsEachCallerItsOwnRowsInOrder) {
+  FakeModel model;
+  ModelStats stats(8);
+  model.gate_open = false;
+  DynamicBatcher batcher(options(8), std::ref(model), stats);
+  auto blocker = batcher.submit(rows({100}));  // occupies the worker so the next requests queue up
+  wait_until([&] { return model.running.load() == 1; });
+  auto a = batcher.submit(rows({1, 2}));
+  auto b = batcher.submit(rows({3}));
+  auto c = batcher.submit(rows({4, 5, 6}));
+  model.gate_open = true;
+  EXPECT_TRUE(torch::equal(blocker.get()[0], rows({200})[0]));
+  EXPECT_TRUE(torch::equal(a.get()[0], rows({2, 4})[0]));
+  EXPECT_TRUE(torch::equal(b.get()[0], rows({6})[0]));
+  EXPECT_TRUE(torch::equal(c.get()[0], rows({8, 10, 12})[0]));
+  ASSERT_EQ(model.batch_sizes.size(), 2u);  // the three queued requests ran as one batch
+  EXPECT_EQ(model.batch_sizes[1], 6);
+}
+
+TEST(Batcher, NeverExceedsMaxBatchSize) {
+  FakeModel model;
+  ModelStats stats(4);
+  model.gate_open = false;
+  DynamicBatcher batcher(options(4), std::ref(model), stats);
+  std::vector<std::future<Tensors>> futures;
+  futures.push_back(batcher.submit(rows({0})));
+  wait_until([&] { return model.running.load() == 1; });
+  for (int i = 1; i <= 10; ++i) futures.push_back(batcher.submit(rows({static_cast<float>(i)})));
+  model.gate_open = true;
+  for (int i = 0; i <= 10; ++i) EXPECT_FLOAT_EQ(futures[i].get()[0].item<float>(), 2.0f * i);
+  for (const auto size : model.batch_sizes) EXPECT_LE(size, 4);
+  EXPECT_EQ(model.batch_sizes, (std::vector<int64_t>{1, 4, 4, 2}));
+}
+
+TEST(Batcher, RunsAtOnceWithoutDelayAndWaitsWithDelay) {
+  FakeModel model;
+  ModelStats stats(8);
+  {
+    DynamicBatcher batcher(options(8), std::ref(model), stats);
+    const auto t0 = std::chrono::steady_clock::now();
+    batcher.run(rows({1}));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 20ms);  // no batching tax at low load
+  }
+  {
+    DynamicBatcher batcher(options(8, 64, 30ms), std::ref(model), stats);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto a = batcher.submit(rows({1}));
+    auto b = batcher.submit(rows({2}));
+    a.get();
+    b.get();
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 25ms);  // waited to fill the batch
+    EXPECT_EQ(model.batch_sizes.back(), 2);
+  }
+}
+
+TEST(Batcher, FullBatchDoesNotWaitForTheDelay) {
+  FakeModel model;
+  ModelStats stats(2);
+  DynamicBatcher batcher(options(2, 64, 10s), std::ref(model), stats);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto a = batcher.submit(rows({1}));
+  auto b = batcher.submit(rows({2}));
+  a.get();
+  b.get();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+TEST(Batcher, RejectsWhenTheQueueIsFull) {
+  FakeModel model;
+  ModelStats stats(1);
+  model.gate_open = false;
+  DynamicBatcher batcher(options(1, 2), std::ref(model), stats);
+  auto running = batcher.submit(rows({0}));
+  wait_until([&] { return model.running.load() == 1; });
+  auto q1 = batcher.submit(rows({1}));
+  auto q2 = batcher.submit(rows({2}));
+  EXPECT_THROW(batcher.submit(rows({3})), OverloadedError);
+  model.gate_open = true;
+  EXPECT_FLOAT_EQ(q2.get()[0].item<float>(), 4.0f);  // rejected work lost nothing already queued
+  running.get();
+  q1.get();
+  EXPECT_NO_THROW(batcher.run(rows({5})));  // recovers once drained
+}
+
+TEST(Batcher, TimesOutAQueuedRequest) {
+  FakeModel model;
+  ModelStats stats(1);
+  model.gate_open = false;
+  DynamicBatcher batcher(options(1), std::ref(model), stats);
+  auto running = batcher.submit(rows({0}));
+  wait_until([&] { return model.running.load() == 1; });
+  EXPECT_THROW(batcher.run(rows({1}), 5ms), TimeoutError);
+  auto late = batcher.submit(rows({2}), std::chrono::steady_clock::now() + 1ms);
+  std::this_thread::sleep_for(5ms);
+  model.gate_open = true;
+  running.get();
+  EXPECT_THROW(late.get(), TimeoutError);  // expired while queued: never run
+}
+
+TEST(Batcher, ShutdownDrainsQueuedWorkAndRefusesNewWork) {
+  FakeModel model;
+  ModelStats stats(1);
+  model.gate_open = false;
+  DynamicBatcher batcher(options(1), std::ref(model), stats);
+  std::vector<std::future<Tensors>> futures;
+  for (int i = 0; i < 5; ++i) futures.push_back(batcher.submit(rows({static_cast<float>(i)})));
+  std::thread stopper([&] { batcher.shutdown(); });
+  wait_until([&] {
+    try {
+      batcher.submit(rows({9}));
+      return false;
+    } catch (const UnavailableError&) {
+      return true;
+    }
+  });
+  model.gate_open = true;
+  stopper.join();
+  for (int i = 0; i < 5; ++i) EXPECT_FLOAT_EQ(futures[i].get()[0].item<float>(), 2.0f * i);
+}
+
+TEST(Batcher, ConcurrentProducersEachGetTheirOwnAnswer) {
+  FakeModel model;
+  ModelStats stats(16);
+  DynamicBatcher batcher(options(16, 1024, 200us, 2), std::ref(model), stats);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < 8; ++p) {
+    producers.emplace_back([&, p] {
+      for (int i = 0; i < 200; ++i) {
+        const float v = static_cast<float>(p * 1000 + i);
+        const auto out = batcher.run(rows({v, v + 0.5f}));
+        if (out[0][0].item<float>() != 2 * v || out[0][1].item<float>() != 2 * v + 1) wrong.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : producers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  int64_t total = 0;
+  bool batched = false;
+  for (const auto s : model.batch_sizes) {
+    total += s;
+    batched |= s > 2;
+  }
+  EXPECT_EQ(total, 8 * 200 * 2);
+  EXPECT_TRUE(batched) << "8 concurrent producers never shared a batch";
+}
+
+TEST(Batcher, DifferentItemShapesGoInDifferentBatches) {
+  FakeModel model;
+  ModelStats stats(8);
+  model.gate_open = false;
+  DynamicBatcher batcher(options(8), std::ref(model), stats);
+  auto blocker = batcher.submit(rows({0}));
+  wait_until([&] { return model.running.load() == 1; });
+  auto a = batcher.submit({torch::ones({1, 2})});
+  auto b = batcher.submit({torch::ones({1, 3})});
+  auto c = batcher.submit({torch::ones({2, 2})});
+  model.gate_open = true;
+  blocker.get();
+  EXPECT_EQ(a.get()[0].sizes(), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(b.get()[0].sizes(), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(c.get()[0].sizes(), (std::vector<int64_t>{2, 2}));
+}
+
+TEST(Batcher, ModelErrorsReachEveryCallerOfTheBatch) {
+  ModelStats stats(4);
+  DynamicBatcher batcher(
+      options(4), [](int, const Tensors&) -> Tensors { throw std::runtime_error("boom"); }, stats);
+  EXPECT_THROW(batcher.run(rows({1})), std::runtime_error);
+  EXPECT_NO_THROW(batcher.shutdown());
+}

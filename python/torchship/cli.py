@@ -1,0 +1,49 @@
+"""``torchship``: one entry point, one subcommand per stage of the data flow.
+
+torchship train <recipe> ...     train a model of the book, write a checkpoint
+torchship export <ckpt> ...      write verified artifacts into a model repository
+torchship infer ...              run a repository model through the native runtime
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Each module adds its subcommand with register(subparsers) and sets `func` on it.
+COMMAND_MODULES = (
+    "torchship.training.cli",
+    "torchship.export.cli",
+    "torchship.runtime_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchship", description="Train, export and serve the models of Deep Learning with PyTorch."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # user-facing: one clear line, not a traceback
+        if args.verbose:
+            raise
+        print(f"torchship {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

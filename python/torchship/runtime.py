@@ -1,0 +1,136 @@
+"""Pythonic facade over the native runtime ``torchship._C``.
+
+    from torchship.runtime import Runtime
+    with Runtime("model_repository", device="cpu") as rt:
+        celsius = rt.model("thermometer_linear").infer(torch.tensor([[80.0]]))
+
+Calls release the GIL while the C++ core works, so Python threads run in
+parallel. Inputs may be torch tensors or NumPy arrays (contiguous CPU arrays
+are passed without a copy).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchship import _C
+
+Error = _C.Error
+LoadError = _C.LoadError
+InvalidInputError = _C.InvalidInputError
+NotFoundError = _C.NotFoundError
+OverloadedError = _C.OverloadedError
+UnavailableError = _C.UnavailableError
+TimeoutError = _C.TimeoutError
+
+TensorLike = torch.Tensor | np.ndarray
+
+
+def _as_tensor(x: TensorLike, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))  # zero-copy when already contiguous
+    raise TypeError(f"input {name!r}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+class Model:
+    """One loaded model version. ``infer`` goes through its dynamic batcher."""
+
+    def __init__(self, native: _C.Model) -> None:
+        self._native = native
+        self.config: dict[str, Any] = json.loads(native.config_json)
+
+    name = property(lambda self: self._native.name)
+    version = property(lambda self: self._native.version)
+    format = property(lambda self: self._native.format)
+    device = property(lambda self: self._native.device)
+    max_batch_size = property(lambda self: self._native.max_batch_size)
+    input_names = property(lambda self: list(self._native.input_names))
+    output_names = property(lambda self: list(self._native.output_names))
+    labels = property(lambda self: self.config.get("labels"))
+
+    def infer(
+        self, inputs: TensorLike | Sequence[TensorLike] | Mapping[str, TensorLike], timeout: float | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Runs the model. Returns a tensor for single-output models, else a tuple in config order.
+
+        ``inputs``: one tensor (single-input models), a sequence in config order, or a mapping by name.
+        ``timeout``: seconds a request may wait in the queue before TimeoutError.
+        """
+        timeout_us = None if timeout is None else int(timeout * 1e6)
+        if isinstance(inputs, Mapping):
+            named = [(k, _as_tensor(v, k)) for k, v in inputs.items()]
+            out = self._native.infer_named(named, timeout_us)
+        else:
+            seq = [inputs] if isinstance(inputs, (torch.Tensor, np.ndarray)) else list(inputs)
+            names = self.input_names
+            out = self._native.infer(
+                [_as_tensor(x, names[i] if i < len(names) else str(i)) for i, x in enumerate(seq)], timeout_us
+            )
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def stats(self) -> dict[str, Any]:
+        return self._native.stats()
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, version={self.version}, format={self.format}, device={self.device})"
+
+
+class Runtime:
+    """Loads every model of a repository (or the ones named) onto one device."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        device: str = "cpu",
+        format: str = "auto",
+        models: Sequence[str] = (),
+        *,
+        instance_count: int | None = None,
+        max_batch_size: int | None = None,
+        max_queue_delay_us: int | None = None,
+        max_queue_size: int | None = None,
+        warmup: bool = True,
+    ) -> None:
+        self._repo = _C.Repository(
+            str(repository),
+            device=device,
+            format=format,
+            models=list(models),
+            instance_count=instance_count,
+            max_batch_size=max_batch_size,
+            max_queue_delay_us=max_queue_delay_us,
+            max_queue_size=max_queue_size,
+            warmup=warmup,
+        )
+
+    def model(self, name: str, version: str | int = "") -> Model:
+        return Model(self._repo.model(name, str(version)))
+
+    def models(self) -> list[Model]:
+        return [Model(m) for m in self._repo.models()]
+
+    @property
+    def ready(self) -> bool:
+        return self._repo.ready()
+
+    def close(self) -> None:
+        """Stops accepting requests and finishes those in flight."""
+        self._repo.shutdown()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def cuda_available() -> bool:
+    return bool(_C.cuda_available())

@@ -1,0 +1,1 @@
+"""Training: recipes (one per book procedure), metrics, checkpoints."""

@@ -1,0 +1,112 @@
+"""Run: .venv/bin/pytest tests/unit/test_native_runtime.py
+
+The vertical slice: a trained checkpoint, exported, loaded by the C++ core,
+called through torchship._C, equals eager PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from torchship import runtime, tolerance
+from torchship.training.checkpoint import build_model, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def rt(thermometer_repository: Path):
+    with runtime.Runtime(thermometer_repository, device="cpu") as r:
+        yield r
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_native_output_equals_eager(thermometer_repository: Path, thermometer_checkpoint: Path, fmt: str) -> None:
+    eager = build_model(load_checkpoint(thermometer_checkpoint))
+    with runtime.Runtime(thermometer_repository, format=fmt) as r:
+        model = r.model("thermometer_linear")
+        assert model.format == fmt
+        for batch in (1, 3, model.max_batch_size):
+            x = torch.randn(batch, 1) * 30 + 50
+            got = model.infer(x)
+            with torch.no_grad():
+                expected = eager(x)
+            c = tolerance.assert_close(got, expected, tolerance.tolerance(f"native-{fmt}"), f"{fmt} batch {batch}")
+            print(f"{fmt} batch {batch}: {c}")
+
+
+def test_numpy_input_and_named_inputs(rt: runtime.Runtime) -> None:
+    model = rt.model("thermometer_linear")
+    x = np.array([[35.7], [81.9]], dtype=np.float32)
+    a = model.infer(x)
+    b = model.infer({"t_u": torch.from_numpy(x)})
+    assert torch.equal(a, b)
+
+
+def test_invalid_inputs_raise_value_error_naming_the_problem(rt: runtime.Runtime) -> None:
+    model = rt.model("thermometer_linear")
+    with pytest.raises(runtime.InvalidInputError, match=r"expected shape \[-1, 1\].*received \[2, 3\]"):
+        model.infer(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="expected datatype FP32"):
+        model.infer(torch.zeros(2, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="has no input 'x'"):
+        model.infer({"x": torch.zeros(1, 1)})
+    with pytest.raises(ValueError, match=r"batch size 257 is outside 1\.\.256"):
+        model.infer(torch.zeros(257, 1))
+    assert model.infer(torch.zeros(1, 1)).shape == (1, 1)  # still serving after bad input
+    stats = model.stats()
+    assert stats["failed_invalid"] >= 4
+
+
+def test_unknown_model_is_a_lookup_error(rt: runtime.Runtime) -> None:
+    with pytest.raises(LookupError, match="unknown model 'nope' \\(available: thermometer_linear\\)"):
+        rt.model("nope")
+    with pytest.raises(runtime.NotFoundError, match="no version '7'"):
+        rt.model("thermometer_linear", 7)
+
+
+def test_load_errors_name_the_file(tmp_path: Path, thermometer_repository: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(thermometer_repository, repo)
+    (repo / "thermometer_linear" / "1" / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(runtime.LoadError, match=r"cannot load model 'thermometer_linear' version 1 \(.*model\.pt\)"):
+        runtime.Runtime(repo, format="torchscript")
+    with pytest.raises(runtime.LoadError, match="not a directory"):
+        runtime.Runtime(tmp_path / "missing")
+
+
+def test_concurrent_callers_get_their_own_rows(rt: runtime.Runtime) -> None:
+    model = rt.model("thermometer_linear")
+    w, b = None, None
+    ref = model.infer(torch.tensor([[0.0], [10.0]]))
+    b = float(ref[0, 0])
+    w = (float(ref[1, 0]) - b) / 1.0  # w * 0.1 * 10
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        for i in range(200):
+            v = float(k * 1000 + i)
+            out = model.infer(torch.tensor([[v]]))
+            if abs(float(out[0, 0]) - (w * 0.1 * v + b)) > 1e-2:
+                errors.append(f"{k}/{i}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert model.stats()["requests_ok"] >= 1600
+
+
+def test_config_is_the_exported_contract(rt: runtime.Runtime, thermometer_repository: Path) -> None:
+    model = rt.model("thermometer_linear")
+    on_disk = json.loads((thermometer_repository / "thermometer_linear" / "config.json").read_text())
+    assert model.config == on_disk
+    assert model.input_names == ["t_u"] and model.output_names == ["t_c"]
