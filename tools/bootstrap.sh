@@ -48,6 +48,10 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$req_hash" ]; then
 fi
 
 # --- Native build (scikit-build-core -> CMake -> build/native) --------------
+# One build at a time in build/native (parallel `make` targets, several shells).
+mkdir -p build
+exec 9>build/.bootstrap.lock
+flock 9
 native_hash=$( { cat pyproject.toml CMakeLists.txt tools/requirements.txt;
   find cmake cpp serve -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.txt' -o -name '*.cmake' -o -name '*.in' \) -print0 2>/dev/null | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat build/native/.torchship.sha256 2>/dev/null)" != "$native_hash" ] || ! .venv/bin/python -c "import torchship._C" 2>/dev/null; then
