@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 # pip, quietly; on failure show its log (minus this machine's noise about local indexes) and stop.
 pip_quiet() {
-  local log; log=$(mktemp)
-  if ! .venv/bin/python -m pip --disable-pip-version-check "$@" >"$log" 2>&1; then
-    grep -v 'is ignored' "$log" >&2; rm -f "$log"; return 1
+  local log rc=0; log=$(mktemp)
+  .venv/bin/python -m pip --disable-pip-version-check "$@" >"$log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    { grep -v 'is ignored' "$log" | tail -n 60; echo "pip $* failed with exit code $rc"; } >&2
+    rm -f "$log"; return "$rc"
   fi
   rm -f "$log"
 }
@@ -53,7 +55,7 @@ mkdir -p build
 exec 9>build/.bootstrap.lock
 flock 9
 native_hash=$( { cat pyproject.toml CMakeLists.txt tools/requirements.txt;
-  find cmake cpp serve -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.txt' -o -name '*.cmake' -o -name '*.in' \) -print0 2>/dev/null | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
+  find cmake cpp $(test -d serve && echo serve) -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.txt' -o -name '*.cmake' -o -name '*.in' \) -print0 2>/dev/null | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat build/native/.torchship.sha256 2>/dev/null)" != "$native_hash" ] || ! .venv/bin/python -c "import torchship._C" 2>/dev/null; then
   say "building torchship._C and the C++ tests (CMake, incremental)"
   pip_quiet install --no-build-isolation --no-deps -e .
