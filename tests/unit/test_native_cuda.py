@@ -1,0 +1,63 @@
+"""Run: .venv/bin/pytest tests/unit/test_native_cuda.py  (skipped without a GPU)
+
+The native runtime on CUDA: outputs equal the CPU runtime's within the
+CPU-vs-CUDA fp32 tolerance (TF32 off), for CPU and device inputs, batched.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchship import runtime, tolerance
+
+
+def test_device_parsing_without_a_gpu_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        runtime.Runtime(".", device="cuda")
+    with pytest.raises(ValueError, match="bad device 'gpu'"):
+        runtime.Runtime(".", device="gpu")
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(thermometer_repository: Path) -> None:
+    x = torch.randn(37, 1) * 30 + 50
+    with runtime.Runtime(thermometer_repository, device="cpu", format="torchscript") as rt:
+        expected = rt.model("thermometer_linear").infer(x)
+    with runtime.Runtime(thermometer_repository, device="cuda", format="torchscript") as rt:
+        model = rt.model("thermometer_linear")
+        assert model.device == "cuda:0"
+        from_host = model.infer(x)
+        from_device = model.infer(x.cuda())
+    assert from_host.device.type == "cpu"
+    tolerance.assert_close(from_host, expected, tolerance.CUDA_FP32_TOL, "cuda (host input) vs cpu")
+    tolerance.assert_close(from_device, expected, tolerance.CUDA_FP32_TOL, "cuda (device input) vs cpu")
+
+
+@pytest.mark.cuda
+def test_cuda_concurrent_callers_get_their_own_rows(thermometer_repository: Path) -> None:
+    with runtime.Runtime(thermometer_repository, device="cuda", instance_count=2) as rt:
+        model = rt.model("thermometer_linear")
+        ref_in = torch.arange(64, dtype=torch.float32).unsqueeze(1)
+        ref = model.infer(ref_in)
+        wrong: list[int] = []
+
+        def worker(k: int) -> None:
+            for i in range(100):
+                row = (k * 7 + i) % 64
+                out = model.infer(ref_in[row : row + 1])
+                if not torch.equal(out, ref[row : row + 1]):
+                    wrong.append(row)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not wrong
+        assert model.stats()["batches"] < 8 * 100  # some requests shared a batch
