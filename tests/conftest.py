@@ -29,9 +29,19 @@ def thermometer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def thermometer_repository(tmp_path_factory: pytest.TempPathFactory, thermometer_checkpoint: Path) -> Path:
-    """A model repository holding the thermometer model as TorchScript and .pt2."""
+    """A model repository holding the thermometer model as TorchScript."""
     from torchship.export import export_checkpoint
 
     repo = tmp_path_factory.mktemp("repo")
+    export_checkpoint(thermometer_checkpoint, repo, ["torchscript"])
+    return repo
+
+
+@pytest.fixture(scope="session")
+def thermometer_pt2_repository(tmp_path_factory: pytest.TempPathFactory, thermometer_checkpoint: Path) -> Path:
+    """The same model as TorchScript and as an AOTInductor .pt2 package (a slow compile: only where needed)."""
+    from torchship.export import export_checkpoint
+
+    repo = tmp_path_factory.mktemp("repo_pt2")
     export_checkpoint(thermometer_checkpoint, repo, ["torchscript", "pt2"])
     return repo

@@ -25,9 +25,9 @@ def rt(thermometer_repository: Path):
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
-def test_native_output_equals_eager(thermometer_repository: Path, thermometer_checkpoint: Path, fmt: str) -> None:
+def test_native_output_equals_eager(thermometer_pt2_repository: Path, thermometer_checkpoint: Path, fmt: str) -> None:
     eager = build_model(load_checkpoint(thermometer_checkpoint))
-    with runtime.Runtime(thermometer_repository, format=fmt) as r:
+    with runtime.Runtime(thermometer_pt2_repository, format=fmt) as r:
         model = r.model("thermometer_linear")
         assert model.format == fmt
         for batch in (1, 3, model.max_batch_size):
