@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "torchship.training.cli",
     "torchship.export.cli",
     "torchship.runtime_cli",
+    "torchship.parity",
 )
 
 

@@ -1,0 +1,249 @@
+"""The parity matrix: every exported model through every runtime, against eager PyTorch.
+
+    torchship parity --repository model_repository [--markdown parity.md] [--server-url URL]
+
+The eager reference is rebuilt from the model's one Python definition (the
+registry) with the artifact's own weights, so a repository is enough: no
+checkpoint needs to sit beside it. Every comparison goes through
+``torchship.tolerance``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchship import models, tolerance
+from torchship.export import formats
+from torchship.export.pipeline import random_inputs
+from torchship.models.registry import TensorSpec
+from torchship.training.checkpoint import build_model, load_checkpoint, sha256
+
+RUNTIMES = ("torchscript", "onnx", "native-torchscript", "native-pt2", "server-json", "server-binary")
+Runner = Callable[..., tuple[torch.Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    model: str
+    runtime: str
+    batch_size: int
+    output: str
+    max_abs: float
+    mean_abs: float
+    atol: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs <= self.atol
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    """One model of a repository: its config, newest version directory and manifest."""
+
+    name: str
+    config: dict[str, Any]
+    version_dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.config["inputs"]]
+
+    @property
+    def example_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(d.get("example_shape", d["shape"])) for d in self.config["inputs"]]
+
+    def has(self, artifact: str) -> bool:
+        return (self.version_dir / artifact).is_file()
+
+
+def _version_number(p: Path) -> int:
+    return int(p.name)
+
+
+def repository_models(repository: str | Path, names: Sequence[str] = ()) -> list[RepositoryModel]:
+    repository = Path(repository)
+    found = []
+    for config_path in sorted(repository.glob("*/config.json")):
+        model_dir = config_path.parent
+        if names and model_dir.name not in names:
+            continue
+        versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=_version_number)
+        if not versions:
+            continue
+        manifest = json.loads((versions[-1] / "manifest.json").read_text())
+        found.append(RepositoryModel(model_dir.name, json.loads(config_path.read_text()), versions[-1], manifest))
+    missing = set(names) - {m.name for m in found}
+    if missing:
+        raise LookupError(f"not in {repository}: {', '.join(sorted(missing))}")
+    return found
+
+
+def eager_reference(m: RepositoryModel) -> torch.nn.Module:
+    """The model rebuilt from its Python definition; weights from the source checkpoint when it is
+    still there unchanged, else from the TorchScript artifact itself."""
+    source = m.manifest.get("source_checkpoint") or {}
+    path = Path(source["path"]) if source.get("path") else None
+    if path is not None and path.is_file() and sha256(path) == source.get("sha256"):
+        return build_model(load_checkpoint(path))
+    if not m.has("model.pt"):
+        raise FileNotFoundError(f"{m.name}: no source checkpoint and no model.pt to take the weights from")
+    with formats.torchscript_deprecation_noted():
+        weights = torch.jit.load(str(m.version_dir / "model.pt"), map_location="cpu").state_dict()
+    model = models.get(m.manifest["registry_model"]).build(**m.manifest.get("model_args", {}))
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def _native_runner(repository: Path, m: RepositoryModel, fmt: str) -> Runner:
+    from torchship.runtime import Runtime
+
+    rt = Runtime(repository, format=fmt, models=[m.name])
+    model = rt.model(m.name)
+
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return formats.as_tuple(model.infer(list(inputs)))
+
+    run.close = rt.close  # type: ignore[attr-defined]
+    return run
+
+
+def _server_runner(url: str, m: RepositoryModel, binary: bool) -> Runner:
+    from torchship.client import Client
+
+    client = Client(url)
+
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        named = {spec.name: t for spec, t in zip(m.inputs, inputs, strict=True)}
+        out = client.infer(m.name, named, binary=binary)
+        return tuple(out[o["name"]] for o in m.config["outputs"])
+
+    run.close = client.close  # type: ignore[attr-defined]
+    return run
+
+
+def make_runner(runtime: str, repository: Path, m: RepositoryModel, server_url: str | None = None) -> Runner | None:
+    """A callable for ``runtime``, or None when the repository has no artifact for it."""
+    if runtime == "torchscript":
+        return formats.load_torchscript(m.version_dir / "model.pt") if m.has("model.pt") else None
+    if runtime == "onnx":
+        return formats.load_onnx(m.version_dir / "model.onnx") if m.has("model.onnx") else None
+    if runtime == "native-torchscript":
+        return _native_runner(repository, m, "torchscript") if m.has("model.pt") else None
+    if runtime == "native-pt2":
+        return _native_runner(repository, m, "pt2") if m.has("model.pt2") else None
+    if runtime in ("server-json", "server-binary"):
+        return _server_runner(server_url, m, runtime == "server-binary") if server_url else None
+    raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+
+
+def tolerance_for(runtime: str) -> float:
+    return tolerance.tolerance("server" if runtime.startswith("server") else runtime)
+
+
+def check_model(
+    repository: str | Path,
+    m: RepositoryModel,
+    runtimes: Iterable[str] = RUNTIMES,
+    batch_sizes: Sequence[int] | None = None,
+    server_url: str | None = None,
+    seed: int = 7,
+) -> list[ParityRow]:
+    repository = Path(repository)
+    eager = eager_reference(m)
+    max_batch = int(m.config["max_batch_size"])
+    sizes = sorted({b for b in (batch_sizes or (1, 3, max_batch)) if b <= max_batch})
+    cases = []
+    for b in sizes:
+        x = random_inputs(m.inputs, m.example_shapes, b, seed + b)
+        with torch.no_grad():
+            cases.append((b, x, formats.as_tuple(eager(*x))))
+    rows: list[ParityRow] = []
+    out_names = [o["name"] for o in m.config["outputs"]]
+    for runtime in runtimes:
+        runner = make_runner(runtime, repository, m, server_url)
+        if runner is None:
+            continue
+        atol = tolerance_for(runtime)
+        try:
+            for b, x, expected in cases:
+                got = runner(*x)
+                for name, g, e in zip(out_names, got, expected, strict=True):
+                    c = tolerance.compare(g, e, atol)
+                    rows.append(ParityRow(m.name, runtime, b, name, c.max_abs, c.mean_abs, atol))
+        finally:
+            close = getattr(runner, "close", None)
+            if close:
+                close()
+    return rows
+
+
+def run(
+    repository: str | Path,
+    names: Sequence[str] = (),
+    runtimes: Iterable[str] = RUNTIMES,
+    server_url: str | None = None,
+    progress: bool = True,
+) -> list[ParityRow]:
+    from tqdm import tqdm
+
+    rows: list[ParityRow] = []
+    found = repository_models(repository, names)
+    for m in tqdm(found, desc="parity", unit="model", disable=not progress):
+        rows.extend(check_model(repository, m, list(runtimes), server_url=server_url))
+    return rows
+
+
+def markdown_table(rows: Sequence[ParityRow]) -> str:
+    """Model × runtime: worst max abs error over batch sizes and outputs, and pass/fail."""
+    runtimes = [r for r in RUNTIMES if any(row.runtime == r for row in rows)]
+    model_names = list(dict.fromkeys(row.model for row in rows))
+    lines = ["| model | " + " | ".join(runtimes) + " |", "|---|" + "---|" * len(runtimes)]
+    for name in model_names:
+        cells = []
+        for rt in runtimes:
+            sel = [r for r in rows if r.model == name and r.runtime == rt]
+            if not sel:
+                cells.append("—")
+                continue
+            worst = max(r.max_abs for r in sel)
+            cells.append(f"{worst:.1e} {'✅' if all(r.ok for r in sel) else '❌'}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    batches = sorted({r.batch_size for r in rows})
+    lines.append("")
+    lines.append(
+        f"Max abs difference from eager PyTorch (CPU fp32) over batch sizes {batches} and every output; "
+        "✅ = within the tolerance policy (docs/tolerance.md)."
+    )
+    return "\n".join(lines)
+
+
+def _run_cli(args: Any) -> int:
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    rows = run(args.repository, args.models.split(",") if args.models else (), runtimes, args.server_url)
+    table = markdown_table(rows)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+        print(f"written: {args.markdown}")
+    failed = [r for r in rows if not r.ok]
+    for r in failed:
+        print(f"FAIL {r.model} {r.runtime} batch {r.batch_size} {r.output}: max abs {r.max_abs:.3g} > {r.atol:g}")
+    return 1 if failed else 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("parity", help="run every repository model through every runtime and compare with eager")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"), help="default %(default)s")
+    p.add_argument("--models", help="comma-separated model names (default: all)")
+    p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of %(default)s")
+    p.add_argument("--server-url", help="a running torchship-server, e.g. http://127.0.0.1:8000 (server runtimes)")
+    p.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
+    p.set_defaults(func=_run_cli)
