@@ -1,0 +1,309 @@
+"""torchship-server vs the book's Flask baseline vs the in-process limit, measured side by side.
+
+    make bench                                   # everything, medians of 3 runs
+    .venv/bin/python benchmarks/run.py --duration 3 --repeats 1 --models thermometer_mlp   # a quick look
+
+Load comes from wrk (a native generator, light enough to share the 2 cores; its CPU is reported too).
+Writes docs/benchmarks.md (tables, machine, settings, commands) and docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORK = ROOT / "build" / "bench"
+CONCURRENCY = (1, 4, 16, 64)
+SERVER_PORT_LINE = re.compile(r"(?:listening|port)\D*?(\d{2,5})", re.IGNORECASE)
+# model -> (one request's input shape, input name)
+MODELS = {"thermometer_mlp": ((1, 1), "t_u"), "resnet18": ((1, 3, 224, 224), "image")}
+
+
+@dataclass
+class Point:
+    server: str
+    model: str
+    protocol: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms_per_req: float
+    wrk_cpu_ms_per_req: float
+    errors: int
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def prepare_repository(models: list[str]) -> Path:
+    repo = WORK / "repository"
+    for m in models:
+        if not (repo / m).is_dir():
+            sh(str(BIN / "torchship"), "export", m, "--repository", str(repo), "--formats", "torchscript")
+    return repo
+
+
+def input_name(repo: Path, model: str) -> str:
+    return json.loads((repo / model / "config.json").read_text())["inputs"][0]["name"]
+
+
+def write_payloads(repo: Path, model: str) -> dict[str, tuple[Path, str, str]]:
+    """protocol -> (body file, content type, Inference-Header-Content-Length)."""
+    shape, _ = MODELS[model]
+    name = input_name(repo, model)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = {}
+    body = json.dumps(
+        {"inputs": [{"name": name, "shape": list(shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    )
+    path = WORK / f"{model}.json.body"
+    path.write_text(body)
+    out["json"] = (path, "application/json", "")
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": name, "shape": list(shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    path = WORK / f"{model}.bin.body"
+    path.write_bytes(header + x.tobytes())
+    out["binary"] = (path, "application/octet-stream", str(len(header)))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def server(kind: str, repo: Path, model: str, extra: list[str]) -> Iterator[tuple[str, int]]:
+    if kind == "torchship":
+        cmd = [str(BIN / "torchship-server"), "--model-repository", str(repo), "--http-port", "0", *extra]
+    else:
+        cmd = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "flask_baseline.py"),
+            str(repo / model / "1" / "model.pt"),
+            "--name",
+            model,
+            "--port",
+            str(free_port()),
+        ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        port = None
+        for line in proc.stdout:  # type: ignore[union-attr]
+            m = SERVER_PORT_LINE.search(line)
+            if m:
+                port = int(m.group(1))
+                break
+        if port is None:
+            raise RuntimeError(f"{kind} server exited without printing its port: {' '.join(cmd)}")
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
+                return time.perf_counter() - start
+        except httpx.TransportError:
+            pass
+        time.sleep(0.01)
+    raise TimeoutError(f"{url} not ready after {timeout_s} s")
+
+
+def run_wrk(url: str, model: str, payload: tuple[Path, str, str], concurrency: int, duration: int) -> dict:
+    body, ctype, ihcl = payload
+    env = dict(
+        os.environ, BODY_FILE=str(body), CONTENT_TYPE=ctype, INFER_HEADER_LEN=ihcl, URL_PATH=f"/v2/models/{model}/infer"
+    )
+    threads = min(2, concurrency)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(ROOT / "benchmarks" / "wrk_infer.lua"),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
+    result = json.loads(line[len("WRK_JSON ") :])
+    result["wrk_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result
+
+
+def measure_server(
+    kind: str, repo: Path, model: str, payloads: dict, args: argparse.Namespace, extra: list[str]
+) -> list[Point]:
+    points = []
+    with server(kind, repo, model, extra) as (url, pid):
+        for protocol, payload in payloads.items():
+            for c in args.concurrency:
+                runs = []
+                for _ in range(args.repeats):
+                    cpu0 = cpu_seconds(pid)
+                    r = run_wrk(url, model, payload, c, args.duration)
+                    cpu = cpu_seconds(pid) - cpu0
+                    n = max(r["requests"], 1)
+                    runs.append(
+                        Point(
+                            kind,
+                            model,
+                            protocol,
+                            c,
+                            r["requests"] / (r["duration_us"] / 1e6),
+                            r["p50_us"] / 1e3,
+                            r["p99_us"] / 1e3,
+                            cpu / n * 1e3,
+                            r["wrk_cpu_s"] / n * 1e3,
+                            r["errors_status"] + r["errors_connect"] + r["errors_read"] + r["errors_timeout"],
+                        )
+                    )
+                med = sorted(runs, key=lambda p: p.rps)[len(runs) // 2]
+                print(
+                    f"  {kind:<9} {model:<16} {protocol:<6} c={c:<3} {med.rps:9.1f} req/s  p50 {med.p50_ms:7.3f} ms"
+                    f"  p99 {med.p99_ms:7.3f} ms  errors {med.errors}",
+                    flush=True,
+                )
+                points.append(med)
+    return points
+
+
+def in_process_limit(repo: Path, model: str, seconds: float) -> dict:
+    """The same artifact called in a loop through torchship._C: best items/s over batch sizes, and batch-1 p50."""
+    from torchship.runtime import Runtime
+
+    shape, _ = MODELS[model]
+    best = {"batch": 1, "items_per_s": 0.0}
+    with Runtime(repo, models=[model]) as rt:
+        m = rt.model(model)
+        lat = []
+        x1 = torch.randn(shape)
+        for _ in range(10):
+            m.infer(x1)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            m.infer(x1)
+            lat.append(time.perf_counter() - t0)
+        for batch in (1, 4, 8, 16, 32, 64):
+            if batch > m.max_batch_size:
+                break
+            x = torch.randn((batch, *shape[1:]))
+            m.infer(x)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                m.infer(x)
+                n += batch
+            rate = n / (time.perf_counter() - t0)
+            if rate > best["items_per_s"]:
+                best = {"batch": batch, "items_per_s": rate}
+    best["p50_ms_batch1"] = statistics.median(lat) * 1e3
+    return best
+
+
+def cold_start(repo: Path, model: str, repeats: int, extra: list[str]) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with server("torchship", repo, model, extra):
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(MODELS), help="default %(default)s")
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default %(default)s)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="runs per point; the median is reported (default %(default)s)"
+    )
+    p.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=list(CONCURRENCY))
+    p.add_argument("--skip-flask", action="store_true", help="measure torchship only")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = p.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: run tools/bootstrap.sh (it installs Debian's wrk)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    models = args.models.split(",")
+    repo = prepare_repository(models)
+    results: dict = {"points": [], "in_process": {}, "cold_start_s": {}, "settings": {}}
+    for model in models:
+        print(f"== {model}", flush=True)
+        single_repo = WORK / f"repo_{model}"
+        if not single_repo.exists():
+            single_repo.mkdir()
+            (single_repo / model).symlink_to(repo / model, target_is_directory=True)
+        payloads = write_payloads(repo, model)
+        results["in_process"][model] = in_process_limit(single_repo, model, seconds=args.duration / 2)
+        print(f"  in-process limit: {results['in_process'][model]}", flush=True)
+        extra = ["--intra-op-threads", "2" if model == "resnet18" else "1"]
+        results["settings"][model] = " ".join(extra)
+        results["cold_start_s"][model] = cold_start(single_repo, model, 3, extra)
+        print(f"  cold start (spawn -> ready): {results['cold_start_s'][model]:.2f} s", flush=True)
+        results["points"] += [
+            asdict(pt) for pt in measure_server("torchship", single_repo, model, payloads, args, extra)
+        ]
+        if not args.skip_flask:
+            results["points"] += [asdict(pt) for pt in measure_server("flask", single_repo, model, payloads, args, [])]
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    from report import write_report
+
+    write_report(results, args, args.out)
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    print(f"machine: {platform.node()} {os.cpu_count()} CPUs, torch {torch.__version__}")
+    main()
