@@ -40,6 +40,28 @@ def _as_tensor(x: TensorLike, name: str) -> torch.Tensor:
     raise TypeError(f"input {name!r}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
+_configured = False
+
+
+def configure(
+    *,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    allow_tf32: bool = False,
+    cudnn_benchmark: bool = False,
+    jit_profiling: bool = True,
+) -> None:
+    """Process-wide torch settings for the native runtime, applied once at start-up (never per request).
+
+    TF32 is off by default so CUDA fp32 results match CPU fp32 within the parity policy; torch's own
+    default leaves it on for cuDNN convolutions. 0 threads keeps torch's default. The first ``Runtime``
+    applies these defaults unless ``configure`` was called before.
+    """
+    global _configured
+    _C.apply_process_settings(intra_op_threads, inter_op_threads, allow_tf32, cudnn_benchmark, jit_profiling)
+    _configured = True
+
+
 class Model:
     """One loaded model version. ``infer`` goes through its dynamic batcher."""
 
@@ -99,6 +121,8 @@ class Runtime:
         max_queue_size: int | None = None,
         warmup: bool = True,
     ) -> None:
+        if not _configured:
+            configure()
         self._repo = _C.Repository(
             str(repository),
             device=device,

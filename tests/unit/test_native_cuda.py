@@ -61,3 +61,13 @@ def test_cuda_concurrent_callers_get_their_own_rows(thermometer_repository: Path
             t.join()
         assert not wrong
         assert model.stats()["batches"] < 8 * 100  # some requests shared a batch
+
+
+def test_runtime_turns_tf32_off_for_parity(thermometer_repository: Path) -> None:
+    torch.backends.cudnn.allow_tf32 = True
+    runtime.configure()
+    assert not torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32
+    runtime.configure(allow_tf32=True)
+    assert torch.backends.cudnn.allow_tf32
+    runtime.configure()
