@@ -3,7 +3,9 @@
 A plain dict saved with ``torch.save`` and read with ``weights_only=True``:
 model registry name and constructor args, ``state_dict``, the interface
 (input/output specs, labels, preprocessing), metrics, training config and
-the torch version.
+the torch version. Recipes that can be continued add ``resume``: the epochs
+done, the optimizer's ``state_dict`` and the samples seen, so that
+``--resume`` picks up exactly where the run stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torchship import models
 
 FORMAT = "torchship-checkpoint/1"
 REQUIRED_KEYS = ("format", "model", "model_args", "state_dict", "inputs", "outputs")
+RESUME_KEYS = ("epoch", "optimizer", "samples_seen")
 
 
 class CheckpointError(ValueError):
@@ -31,9 +34,15 @@ def make_checkpoint(
     model_args: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     training: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     entry = models.get(model_name)
+    if resume is not None:
+        missing = [k for k in RESUME_KEYS if k not in resume]
+        if missing:
+            raise ValueError(f"resume state lacks {', '.join(missing)}")
+        extra["resume"] = dict(resume)
     return {
         "format": FORMAT,
         "model": model_name,
@@ -73,6 +82,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}")
     return ckpt
+
+
+def resume_state(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
+    """The state ``--resume`` continues from; an error when the checkpoint was written without one."""
+    state = ckpt.get("resume")
+    if not isinstance(state, dict) or any(k not in state for k in RESUME_KEYS):
+        raise CheckpointError(
+            f"{path} holds no resume state (epoch, optimizer, samples_seen): it was not written by a resumable recipe"
+        )
+    return state
 
 
 def build_model(ckpt: dict[str, Any]) -> nn.Module:

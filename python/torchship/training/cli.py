@@ -1,11 +1,17 @@
-"""``torchship train <recipe>``."""
+"""``torchship train <recipe>``: one subcommand per book training procedure."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 from torchship.training import thermometer
+from torchship.training.classifier import ClassifierConfig, train_classifier
+from torchship.training.distributed import DEVICES
+from torchship.training.image_recipes import ImageRecipe, image_recipes
 
 
 def _thermometer(
@@ -65,10 +71,163 @@ def _run_thermometer(args: argparse.Namespace, model: str) -> int:
     return 0
 
 
+def _model_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (``32``, ``true``), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. n_blocks=100), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
+    if recipe.dataset == "cifar2":
+        chapter = f"chapter {7 if recipe.model.startswith('cifar2_fc') else 8}, CIFAR-2 airplanes vs birds"
+    else:
+        chapter = "chapter 8 CNN on scikit-learn digits"
+    p = sub.add_parser(
+        recipe.name,
+        help=f"train {recipe.model} ({chapter})",
+        description=f"{recipe.summary}. Checkpoint after every epoch; TensorBoard scalars under --tb-dir. "
+        "Runs on several processes with `torchrun --nproc_per_node N -m torchship.cli train "
+        f"{recipe.name} ...` (DistributedDataParallel: gloo on CPU, NCCL on CUDA).",
+    )
+    if recipe.dataset == "cifar2":
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=Path("data"),
+            help="folder holding cifar-10-batches-py/ from the CIFAR-10 python version (cifar-10-python.tar.gz, "
+            "https://www.cs.toronto.edu/~kriz/cifar.html); nothing is downloaded (default %(default)s)",
+        )
+    else:
+        p.add_argument(
+            "--val-fraction", type=float, default=0.2, help="share of each class held out (default %(default)s)"
+        )
+        p.add_argument(
+            "--split-seed", type=int, default=0, help="seed of the train/validation split (default %(default)s)"
+        )
+    p.add_argument("--epochs", type=int, default=recipe.epochs, help="total epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=recipe.batch_size, help="per process (default %(default)s)")
+    p.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=float,
+        default=recipe.learning_rate,
+        help="optimizer step size (default %(default)s)",
+    )
+    p.add_argument("--momentum", type=float, default=recipe.momentum, help="SGD momentum (default %(default)s)")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="L2 penalty; the book's l2_lambda equals weight_decay / 2 (default %(default)s)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=["sgd", "adam"],
+        default="sgd",
+        help="the book trains these with SGD (default %(default)s)",
+    )
+    p.add_argument(
+        "--model-arg",
+        type=_model_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument of the model, repeatable (e.g. n_blocks=100, share_weights=true)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the initial weights and the batch order (default %(default)s)"
+    )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto takes CUDA when visible; under torchrun each process uses its LOCAL_RANK GPU (default %(default)s)",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="start from these weights: a plain state_dict (torchvision, the book's birds_vs_airplanes.pt), "
+        "the book's {'model_state': ...} dict or a torchship checkpoint",
+    )
+    p.add_argument(
+        "--partial-weights",
+        action="store_true",
+        help="with --weights: load the tensors that fit and keep the rest as initialised (e.g. another head size)",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        help="continue the run saved in this checkpoint (weights, optimizer state, epoch) up to --epochs",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(f"checkpoints/{recipe.model}.ckpt"),
+        help="checkpoint path, rewritten after every epoch (default %(default)s)",
+    )
+    p.add_argument(
+        "--tb-dir",
+        default="runs",
+        help="TensorBoard log root; runs go to <tb-dir>/<recipe>/<time>-{trn,val}_cls[-comment]; '' disables "
+        "(default %(default)s)",
+    )
+    p.add_argument("--comment", default="", help="suffix of the TensorBoard run folders")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=lambda a: _run_image(a, recipe))
+
+
+def _run_image(args: argparse.Namespace, recipe: ImageRecipe) -> int:
+    data = recipe.load_data(
+        data_dir=getattr(args, "data_dir", None),
+        val_fraction=getattr(args, "val_fraction", 0.2),
+        split_seed=getattr(args, "split_seed", 0),
+    )
+    cfg = ClassifierConfig(
+        model=recipe.model,
+        model_args=dict(args.model_arg),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        device=args.device,
+        weights=str(args.weights) if args.weights else None,
+        partial_weights=args.partial_weights,
+        resume=str(args.resume) if args.resume else None,
+        tensorboard_dir=args.tb_dir or None,
+        run_name=recipe.name,
+        comment=args.comment,
+    )
+    result = train_classifier(cfg, data, out=args.out, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        shown = {k: "n/a" if v is None else f"{v:.4f}" for k, v in result.metrics.items()}
+        print(
+            f"{recipe.name}: {result.epochs_done} epochs in {result.seconds:.1f} s; "
+            f"train accuracy {shown['train_accuracy']}, val accuracy {shown['val_accuracy']}, "
+            f"precision {shown['val_precision']}, recall {shown['val_recall']}, F1 {shown['val_f1']}"
+        )
+        print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model of the book and write a checkpoint")
+    p = sub.add_parser(
+        "train",
+        help="train a model of the book and write a checkpoint",
+        description="Train a model of the book with its procedure and write a torchship checkpoint "
+        "(the input of `torchship export`). `torchship train RECIPE --help` lists each recipe's options.",
+    )
     recipes = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     _thermometer(recipes, "thermometer-linear", "thermometer_linear", thermometer.ThermometerConfig())
     _thermometer(
         recipes, "thermometer-mlp", "thermometer_mlp", thermometer.ThermometerConfig(learning_rate=1e-3, method="sgd")
     )
+    for recipe in image_recipes():
+        _image(recipes, recipe)
