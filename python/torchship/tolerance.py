@@ -2,6 +2,14 @@
 
 Reference platform: eager PyTorch on CPU in fp32. Every comparison in export
 verification and in the parity tests goes through ``compare``.
+
+The bound is ``atol * max(1, max |expected|)``: absolute for outputs of order 1
+or less, relative to the output's magnitude above that. Float32 rounding
+differences between kernels grow with the size of the values summed; measured
+on the zoo they stay near 1e-6 of the largest output (ONNX Runtime vs eager:
+ResNet-50 with random weights, logits up to 110, differs by 5.8e-5; ResNet-101,
+logits up to 7.4e4, by 0.044), so a purely absolute bound fails models for
+their scale, not for a wrong result.
 """
 
 from __future__ import annotations
@@ -10,12 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-# (runtime, device) -> max abs difference allowed against eager fp32 on CPU.
+# (runtime, device) -> max abs difference allowed against eager fp32 on CPU (times max(1, max |expected|)).
 _ABS_TOL = {
     ("torchscript", "cpu"): 1e-5,
-    ("pt2", "cpu"): 1e-5,
+    # AOTInductor generates its own fused kernels and reduction orders: CycleGAN's InstanceNorm-heavy
+    # generator reaches 8.6e-6 (outputs in [-1, 1]), too close to 1e-5 to be a stable bound.
+    ("pt2", "cpu"): 5e-5,
     ("native-torchscript", "cpu"): 1e-5,
-    ("native-pt2", "cpu"): 1e-5,
+    ("native-pt2", "cpu"): 5e-5,
     ("server", "cpu"): 1e-5,
     ("onnx", "cpu"): 1e-4,
 }
@@ -34,23 +44,41 @@ def tolerance(runtime: str, device: str = "cpu", dtype: torch.dtype = torch.floa
         raise KeyError(f"no tolerance stated for runtime {runtime!r} on {device!r}") from None
 
 
+def magnitude_scale(expected: torch.Tensor) -> float:
+    """``max(1, max |expected|)`` over the finite values: what ``atol`` is multiplied by (1 for integers,
+    which must match exactly)."""
+    if not expected.is_floating_point():
+        return 1.0
+    finite = expected.detach()[torch.isfinite(expected.detach())]
+    if finite.numel() == 0:
+        return 1.0
+    return max(1.0, float(finite.abs().max()))
+
+
 @dataclass(frozen=True)
 class Comparison:
     max_abs: float
     mean_abs: float
     atol: float
+    scale: float = 1.0  # max(1, max |expected|)
+
+    @property
+    def bound(self) -> float:
+        return self.atol * self.scale
 
     @property
     def ok(self) -> bool:
-        return self.max_abs <= self.atol
+        return self.max_abs <= self.bound
 
     def __str__(self) -> str:
         verdict = "ok" if self.ok else "FAIL"
-        return f"max abs {self.max_abs:.3g}, mean abs {self.mean_abs:.3g} (tol {self.atol:g}) {verdict}"
+        tol = f"tol {self.atol:g}" if self.scale == 1.0 else f"tol {self.atol:g} x {self.scale:.3g} = {self.bound:.3g}"
+        return f"max abs {self.max_abs:.3g}, mean abs {self.mean_abs:.3g} ({tol}) {verdict}"
 
 
 def compare(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> Comparison:
-    """Max and mean absolute difference; shapes and dtypes must match exactly."""
+    """Max and mean absolute difference, judged against ``atol * max(1, max |expected|)``;
+    shapes and dtypes must match exactly."""
     actual = torch.as_tensor(actual)
     expected = torch.as_tensor(expected)
     if actual.shape != expected.shape:
@@ -59,12 +87,13 @@ def compare(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> Compar
         raise AssertionError(f"dtype {actual.dtype} != expected {expected.dtype}")
     if actual.numel() == 0:
         return Comparison(0.0, 0.0, atol)
+    scale = magnitude_scale(expected.cpu())
     diff = (actual.detach().cpu().double() - expected.detach().cpu().double()).abs()
     if torch.isnan(diff).any():
         both_nan = torch.isnan(actual.cpu()) & torch.isnan(expected.cpu())
         diff = torch.where(both_nan, torch.zeros_like(diff), diff)
         diff = torch.nan_to_num(diff, nan=float("inf"))
-    return Comparison(float(diff.max()), float(diff.mean()), atol)
+    return Comparison(float(diff.max()), float(diff.mean()), atol, scale)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, what: str = "") -> Comparison:

@@ -1,6 +1,7 @@
 """The artifact formats: how each is written, and how each is loaded back in
 its own runtime for verification (TorchScript in Python, ONNX Runtime,
-the AOTInductor loader)."""
+the AOTInductor loader). A loaded artifact is a ``Runner``: CPU tensors in,
+CPU tensors out, whatever device it runs on."""
 
 from __future__ import annotations
 
@@ -9,16 +10,30 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from torchship.export import toolchain
 
 log = logging.getLogger("torchship.export")
 
 Runner = Callable[..., tuple[torch.Tensor, ...]]
 ONNX_OPSET = 18
-
+ALL_FORMATS = ("torchscript", "onnx", "pt2")
 ARTIFACT_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "pt2": "model.pt2"}
 _noted_jit_deprecation = False
+
+
+def artifact_name(fmt: str, device: str = "cpu") -> str:
+    """File name in a version directory; the C++ runtime looks for model.pt2 on CPU, model.cuda.pt2 on CUDA."""
+    if fmt == "pt2" and device != "cpu":
+        return f"model.{device}.pt2"
+    return ARTIFACT_NAMES[fmt]
+
+
+class TracerWarningError(RuntimeError):
+    """torch.jit.trace warned that the trace may not generalise; the artifact would be silently wrong."""
 
 
 @contextlib.contextmanager
@@ -33,7 +48,9 @@ def torchscript_deprecation_noted() -> Iterator[None]:
         )
         _noted_jit_deprecation = True
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
+        # FutureWarning in torch 2.14, DeprecationWarning in 2.11: the same notice.
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, message=r".*torch\.jit.*")
         yield
 
 
@@ -45,28 +62,95 @@ def as_tuple(out: object) -> tuple[torch.Tensor, ...]:
     raise TypeError(f"model returned {type(out).__name__}; expected a tensor or a tuple of tensors")
 
 
+def _to(inputs: Sequence[torch.Tensor], device: str) -> list[torch.Tensor]:
+    return [t.to(device) for t in inputs]
+
+
+def _cpu(outputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return tuple(t.detach().cpu() for t in outputs)
+
+
 # --- TorchScript ------------------------------------------------------------
 
 
-def export_torchscript(model: torch.nn.Module, example: Sequence[torch.Tensor], path: Path, method: str) -> None:
+def _tracer_warnings(caught: Sequence[warnings.WarningMessage]) -> list[dict[str, Any]]:
+    """Distinct TracerWarnings with a count, each marked as raised inside torch's library code or not."""
+    torch_dir = Path(torch.__file__).resolve().parent
+    seen: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for w in caught:
+        file = Path(w.filename).resolve()
+        # torch/jit itself warns when its trace checker sees the trace disagree with Python: never benign.
+        in_torch = file.is_relative_to(torch_dir) and not file.is_relative_to(torch_dir / "jit")
+        shown = str(file.relative_to(torch_dir.parent)) if in_torch else str(file)
+        message = str(w.message).splitlines()[0]
+        key = (shown, w.lineno, message)
+        if key not in seen:
+            seen[key] = {"file": shown, "line": w.lineno, "message": message, "in_torch": in_torch, "count": 0}
+        seen[key]["count"] += 1
+    return list(seen.values())
+
+
+def _trace(model: torch.nn.Module, example: Sequence[torch.Tensor]) -> tuple[torch.jit.ScriptModule, list[dict]]:
+    """torch.jit.trace, which must not emit a TracerWarning from the model's own code.
+
+    Each TracerWarning marks a Python value (an int from a size, a bool from a
+    tensor) frozen into the graph. In the model's code that is a bug to fix
+    (chapter 15 scripts center_crop for this): the export fails. Inside torch it
+    is an input check such as InstanceNorm's ``num_features`` test, frozen
+    harmlessly: said loudly, recorded in the manifest, and left to verification
+    at other batch sizes and shapes to judge.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        module = torch.jit.trace(model, tuple(example))
+    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    for w in caught:
+        if not issubclass(w.category, torch.jit.TracerWarning):  # not ours to judge: hand it on
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    found = _tracer_warnings(tracer)
+    own = [f for f in found if not f["in_torch"]]
+    if own:
+        where = "; ".join(f"{Path(f['file']).name}:{f['line']}: {f['message']}" for f in own)
+        raise TracerWarningError(
+            f"torch.jit.trace emitted TracerWarning(s) from the model's code or its trace checker: {where}. "
+            "Make that code traceable "
+            "(e.g. chapter 15's scripted center_crop) or export it with torchscript='script'"
+        )
+    for f in found:
+        log.warning(
+            "TracerWarning inside torch (%s:%d, %dx): %s; verification at other batch sizes and shapes decides",
+            f["file"],
+            f["line"],
+            f["count"],
+            f["message"].split(". ")[0],
+        )
+    return module, found
+
+
+def export_torchscript(
+    model: torch.nn.Module, example: Sequence[torch.Tensor], path: Path, method: str
+) -> list[dict[str, Any]]:
+    """Writes ``path``; returns the TracerWarnings raised inside torch (none when scripted)."""
+    found: list[dict[str, Any]] = []
     with torchscript_deprecation_noted():
         if method == "script":
             module = torch.jit.script(model)
         elif method == "trace":
-            module = torch.jit.trace(model, tuple(example))
+            module, found = _trace(model, example)
         else:
             raise ValueError(f"TorchScript method must be 'trace' or 'script', not {method!r}")
         module.save(str(path))
+    return found
 
 
-def load_torchscript(path: Path) -> Runner:
+def load_torchscript(path: Path, device: str = "cpu") -> Runner:
     with torchscript_deprecation_noted():
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location=device)
     module.eval()
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.inference_mode(), torchscript_deprecation_noted():
-            return as_tuple(module(*inputs))
+            return _cpu(as_tuple(module(*_to(inputs, device))))
 
     return run
 
@@ -74,9 +158,19 @@ def load_torchscript(path: Path) -> Runner:
 # --- ONNX -------------------------------------------------------------------
 
 
-def _dynamic_batch(n_inputs: int, max_batch_size: int) -> tuple[dict[int, torch.export.Dim], ...]:
-    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
-    return tuple({0: batch} for _ in range(n_inputs))
+@contextlib.contextmanager
+def _onnx_passes_quiet() -> Iterator[None]:
+    """The ONNX optimizer logs every pass at INFO ("Removed 36 unused nodes"); keep that for --verbose."""
+    loggers = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript")]
+    saved = [lg.level for lg in loggers]
+    if not log.isEnabledFor(logging.DEBUG):
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
 
 
 def export_onnx(
@@ -85,31 +179,44 @@ def export_onnx(
     path: Path,
     input_names: Sequence[str],
     output_names: Sequence[str],
-    max_batch_size: int,
+    dynamic_shapes: tuple[dict[int, Any], ...],
 ) -> None:
+    """The dynamo exporter with every argument that shapes the file stated, then the full checker."""
     import onnx
 
-    program = torch.onnx.export(
-        model,
-        tuple(example),
-        dynamo=True,
-        opset_version=ONNX_OPSET,
-        input_names=list(input_names),
-        output_names=list(output_names),
-        dynamic_shapes=_dynamic_batch(len(example), max_batch_size),
-        external_data=False,
-        optimize=True,
-        verify=False,
-        report=False,
-        verbose=False,
-    )
+    with _onnx_passes_quiet():
+        program = torch.onnx.export(
+            model,
+            tuple(example),
+            dynamo=True,
+            opset_version=ONNX_OPSET,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic_shapes,
+            external_data=False,
+            optimize=True,
+            verify=False,
+            report=False,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    got_in, got_out = [i.name for i in graph.input], [o.name for o in graph.output]
+    if got_in != list(input_names) or got_out != list(output_names):
+        raise RuntimeError(
+            f"ONNX graph has inputs {got_in} and outputs {got_out}; the model declares {list(input_names)} "
+            f"and {list(output_names)}"
+        )
 
 
-def load_onnx(path: Path) -> Runner:
+def load_onnx(path: Path, device: str = "cpu") -> Runner:
     import onnxruntime as ort
 
+    if device != "cpu":
+        raise ValueError("ONNX artifacts are verified with ONNX Runtime's CPU provider only")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -125,18 +232,44 @@ def load_onnx(path: Path) -> Runner:
 # --- torch.export + AOTInductor (.pt2) ----------------------------------------
 
 
-def export_pt2(model: torch.nn.Module, example: Sequence[torch.Tensor], path: Path, max_batch_size: int) -> None:
-    program = torch.export.export(
-        model, tuple(example), dynamic_shapes=_dynamic_batch(len(example), max_batch_size), strict=False
-    )
-    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+def export_pt2(
+    model: torch.nn.Module,
+    example: Sequence[torch.Tensor],
+    path: Path,
+    dynamic_shapes: tuple[dict[int, Any], ...],
+    device: str = "cpu",
+) -> torch.export.ExportedProgram:
+    """torch.export (non-strict, dynamic batch) then an AOTInductor package compiled for ``device``.
+
+    ``model`` and ``example`` must already be on ``device``.
+    """
+    import torch._inductor
+
+    toolchain.prepare_cpp_extension(device)
+    program = torch.export.export(model, tuple(example), dynamic_shapes=dynamic_shapes, strict=False)
+    with warnings.catch_warnings():
+        # Inductor suggests TF32 for speed on CUDA. TF32 stays off on purpose (toolchain.strict_fp32): the
+        # C++ runtime runs fp32 strictly and the tolerance policy compares CUDA with CPU fp32.
+        warnings.filterwarnings("ignore", r"TensorFloat32 tensor cores .* available but not enabled", UserWarning)
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    return program
 
 
-def load_pt2(path: Path) -> Runner:
+def load_pt2(path: Path, device: str = "cpu") -> Runner:
+    import torch._inductor
+
+    toolchain.prepare_cpp_extension(device, compiling=False)
     runner = torch._inductor.aoti_load_package(str(path))
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.inference_mode():
-            return as_tuple(runner(*inputs))
+            return _cpu(as_tuple(runner(*_to(inputs, device))))
 
     return run
+
+
+LOADERS: dict[str, Callable[[Path, str], Runner]] = {
+    "torchscript": load_torchscript,
+    "onnx": load_onnx,
+    "pt2": load_pt2,
+}

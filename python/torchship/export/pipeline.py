@@ -2,58 +2,60 @@
 
 Layout (docs/architecture.md):
     <repository>/<model>/config.json
-    <repository>/<model>/<version>/{model.pt, model.onnx, model.pt2, manifest.json}
+    <repository>/<model>/<version>/{model.pt, model.onnx, model.pt2, model.cuda.pt2, manifest.json}
 
 Every artifact is reloaded in its own runtime and compared with eager PyTorch
-on fresh random inputs at batch sizes 1, 3 and max_batch_size. If any
-comparison fails, nothing is written and ExportError carries the table.
+on fresh random inputs at batch sizes 1, 3 and max_batch_size (and, for dynamic
+H/W, at other sizes). Everything is written into a hidden staging directory
+first; if any export or comparison fails, nothing is left behind and
+ExportError names the model, the format and the cause.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import datetime
 import json
+import logging
+import os
+import platform
+import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from torchship import models, tolerance
-from torchship.export import formats
+from torchship import models
+from torchship.export import formats, shapes, toolchain
+from torchship.export.errors import ExportError, root_cause
+from torchship.export.formats import ALL_FORMATS
+from torchship.export.shapes import Shape, random_inputs
+from torchship.export.source import Source, from_checkpoint, random_init_checkpoint, weights_digest
+from torchship.export.verify import VerificationRow, build_cases, failure_summary, format_table, verify
 from torchship.models.registry import TensorSpec
-from torchship.training.checkpoint import build_model, load_checkpoint, sha256
+from torchship.training.checkpoint import build_model, sha256
 
-ALL_FORMATS = ("torchscript", "onnx", "pt2")
-_DTYPES = {
-    "FP32": torch.float32,
-    "FP64": torch.float64,
-    "INT64": torch.int64,
-    "INT32": torch.int32,
-    "UINT8": torch.uint8,
-}
+__all__ = [
+    "ALL_FORMATS",
+    "ExportError",
+    "ExportResult",
+    "VerificationRow",
+    "export_checkpoint",
+    "export_registry_model",
+    "format_table",
+    "random_inputs",
+]
 
-
-class ExportError(RuntimeError):
-    """An artifact could not be written or did not match eager PyTorch."""
-
-
-@dataclass(frozen=True)
-class VerificationRow:
-    format: str
-    output: str
-    batch_size: int
-    max_abs: float
-    mean_abs: float
-    atol: float
-
-    @property
-    def ok(self) -> bool:
-        return self.max_abs <= self.atol
+log = logging.getLogger("torchship.export")
+DEVICES = ("cpu", "cuda")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -62,30 +64,8 @@ class ExportResult:
     version: int
     directory: Path
     rows: list[VerificationRow]
-
-
-def format_table(rows: Sequence[VerificationRow]) -> str:
-    lines = [f"{'format':<12} {'output':<14} {'batch':>5} {'max abs':>10} {'mean abs':>10} {'tol':>7}  result"]
-    for r in rows:
-        lines.append(
-            f"{r.format:<12} {r.output:<14} {r.batch_size:>5} {r.max_abs:>10.3g} {r.mean_abs:>10.3g} "
-            f"{r.atol:>7g}  {'ok' if r.ok else 'FAIL'}"
-        )
-    return "\n".join(lines)
-
-
-def random_inputs(
-    specs: Sequence[TensorSpec], shapes: Sequence[tuple[int, ...]], batch: int, seed: int
-) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for spec, shape in zip(specs, shapes, strict=True):
-        dtype = _DTYPES[spec.dtype]
-        full = (batch, *shape[1:])
-        out.append(
-            torch.randn(full, generator=g, dtype=dtype) if dtype.is_floating_point else torch.zeros(full, dtype=dtype)
-        )
-    return out
+    weights: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _next_version(model_dir: Path) -> int:
@@ -99,34 +79,83 @@ def _config(
     name: str,
     ckpt: dict[str, Any],
     inputs: Sequence[TensorSpec],
-    shapes: Sequence[tuple[int, ...]],
+    examples: Sequence[Shape],
     max_batch_size: int,
+    weights: str,
 ) -> dict[str, Any]:
+    """What cpp/src/model_config.cpp parses; ``source_model`` and ``weights`` are for people."""
     return {
         "name": name,
         "platform": "torchship",
         "source_model": ckpt["model"],
+        "weights": weights,
         "max_batch_size": max_batch_size,
-        "inputs": [{**s.to_dict(), "example_shape": list(shape)} for s, shape in zip(inputs, shapes, strict=True)],
+        "inputs": [{**s.to_dict(), "example_shape": list(shape)} for s, shape in zip(inputs, examples, strict=True)],
         "outputs": ckpt["outputs"],
         "dynamic_batching": {"max_queue_delay_microseconds": 0, "max_queue_size": 128},
         "instance_group": {"count": 1},
-        "warmup": {"batch_sizes": [1, max_batch_size]},
+        "warmup": {"batch_sizes": sorted({1, max_batch_size})},
         "labels": ckpt.get("labels"),
         "preprocessing": ckpt.get("preprocessing", {}),
     }
 
 
 def _versions() -> dict[str, str]:
-    out = {"torch": str(torch.__version__)}
+    out = {"python": platform.python_version(), "torch": str(torch.__version__)}
     for mod in ("onnx", "onnxruntime", "onnxscript"):
         with contextlib.suppress(ImportError):
             out[mod] = __import__(mod).__version__
     return out
 
 
+def _write_json(path: Path, data: Any) -> None:
+    """Atomically: the runtime may be scanning the repository while we write."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _staging(repository: Path, name: str) -> Iterator[Path]:
+    """A hidden directory beside the versions; removed on failure, with the repository if we created it."""
+    created = not repository.exists()
+    repository.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-staging-", dir=repository))
+    try:
+        yield staging
+    except BaseException:
+        if created:
+            shutil.rmtree(repository, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_request(formats_: Sequence[str], devices: Sequence[str]) -> None:
+    unknown = set(formats_) - set(ALL_FORMATS)
+    if unknown or not formats_:
+        raise ExportError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(ALL_FORMATS)}")
+    bad = set(devices) - set(DEVICES)
+    if bad or not devices:
+        raise ExportError(f"unknown device(s) {sorted(bad)}; choose from {', '.join(DEVICES)}")
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise ExportError("--device cuda: CUDA is not available here, and a CUDA artifact must be verified on a GPU")
+
+
+def _targets(formats_: Sequence[str], devices: Sequence[str]) -> list[tuple[str, str]]:
+    """(format, device) pairs to export and verify: .pt2 per device; TorchScript checked on each device
+    (the C++ runtime loads model.pt on CUDA too); ONNX on CPU (ONNX Runtime's CPU provider)."""
+    out = []
+    for fmt in formats_:
+        for device in devices:
+            if fmt == "onnx" and device != "cpu":
+                continue
+            out.append((fmt, device))
+    return out
+
+
 def export_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | dict[str, Any] | Source,
     repository: str | Path,
     formats_: Sequence[str] = ALL_FORMATS,
     *,
@@ -134,100 +163,181 @@ def export_checkpoint(
     version: int | None = None,
     max_batch_size: int | None = None,
     seed: int = 1234,
+    devices: Sequence[str] = ("cpu",),
+    example_shapes: Mapping[str, Sequence[int]] | None = None,
+    verify_shapes: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    torchscript_method: str | None = None,
 ) -> ExportResult:
-    checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
+    """Export one checkpoint (a file, an in-memory dict, or a resolved Source) into ``repository``.
+
+    ``example_shapes`` overrides the registry's example (batch included, as
+    ``{"image": (1, 3, 64, 64)}``) where the spec has dynamic dims; ``verify_shapes``
+    lists further shapes verification must pass at (default for dynamic H/W:
+    each dynamic size doubled). ``seed`` drives the example and verification inputs.
+    """
+    formats_ = list(dict.fromkeys(formats_))
+    devices = list(dict.fromkeys(devices))
+    _check_request(formats_, devices)
+    source = checkpoint if isinstance(checkpoint, Source) else from_checkpoint(checkpoint)
+    ckpt = source.checkpoint
     entry = models.get(ckpt["model"])
     name = name or ckpt["model"]
+    if not _NAME.fullmatch(name):
+        raise ExportError(f"model name {name!r} is not a valid repository name (letters, digits, '_', '.', '-')")
     max_batch = max_batch_size or entry.max_batch_size
-    unknown = set(formats_) - set(ALL_FORMATS)
-    if unknown:
-        raise ExportError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(ALL_FORMATS)}")
+    if max_batch < 1:
+        raise ExportError(f"max_batch_size must be >= 1, not {max_batch}")
+    method = torchscript_method or entry.torchscript
+    inputs = [TensorSpec.from_dict(d) for d in ckpt["inputs"]]
+    outputs = [TensorSpec.from_dict(d) for d in ckpt["outputs"]]
+    try:
+        examples = shapes.example_shapes(entry, inputs, ckpt.get("example_shapes", {}), example_shapes)
+        extra = shapes.extra_verification_shapes(inputs, examples, verify_shapes)
+    except ValueError as e:
+        raise ExportError(f"model {name!r}: {e}") from e
 
     model = build_model(ckpt)
     for p in model.parameters():
         p.requires_grad_(False)  # the book's advice: a no_grad block does not make a traced model gradient-free
-    inputs = [TensorSpec.from_dict(d) for d in ckpt["inputs"]]
-    outputs = [TensorSpec.from_dict(d) for d in ckpt["outputs"]]
-    shapes = [tuple(ckpt.get("example_shapes", {}).get(s.name, entry.example_shape(s))) for s in inputs]
-    # Batch 2 for the example: torch.export specialises a dimension traced at size 1.
-    example = random_inputs(inputs, shapes, batch=2, seed=seed - 1)
+    example = random_inputs(inputs, examples, batch=shapes.EXAMPLE_BATCH, seed=seed - 1)
+    dynamic = shapes.dynamic_shapes(inputs, max_batch)
+    cases = build_cases(model, name, inputs, outputs, examples, extra, max_batch, seed)
 
     repository = Path(repository)
     model_dir = repository / name
     version = version or _next_version(model_dir)
+    if version < 1:
+        raise ExportError(f"version must be >= 1, not {version}")
     version_dir = model_dir / str(version)
     if version_dir.exists():
         raise ExportError(f"{version_dir} already exists; pick another --version")
-    repository.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=repository))
+
+    log.info("%s: exporting %s (%s) from %s", name, ", ".join(formats_), ", ".join(devices), source.weights)
     rows: list[VerificationRow] = []
-    timings: dict[str, float] = {}
-    try:
-        for fmt in formats_:
-            path = staging / formats.ARTIFACT_NAMES[fmt]
+    seconds: dict[str, float] = {}
+    settings: dict[str, Any] = {}
+    artifacts: list[dict[str, Any]] = []
+    with _staging(repository, name) as staging, toolchain.strict_fp32():
+        for fmt, device in _targets(formats_, devices):
+            file = formats.artifact_name(fmt, device)
+            path = staging / file
+            key = fmt if device == "cpu" else f"{fmt}.{device}"
             started = time.perf_counter()
             try:
-                if fmt == "torchscript":
-                    formats.export_torchscript(model, example, path, entry.torchscript)
-                    runner = formats.load_torchscript(path)
-                elif fmt == "onnx":
-                    formats.export_onnx(
-                        model, example, path, [s.name for s in inputs], [s.name for s in outputs], max_batch
-                    )
-                    runner = formats.load_onnx(path)
-                else:
-                    formats.export_pt2(model, example, path, max_batch)
-                    runner = formats.load_pt2(path)
+                if not path.exists():  # TorchScript is written once and checked on every device
+                    settings.update(_write(fmt, device, model, example, path, inputs, outputs, dynamic, method))
+                    artifact = {"file": file, "format": fmt, "bytes": path.stat().st_size, "sha256": sha256(path)}
+                    artifacts.append(artifact | ({"device": device} if fmt == "pt2" else {}))
+                runner = formats.LOADERS[fmt](path, device)
+            except ExportError:
+                raise
             except Exception as e:
-                raise ExportError(f"model {name!r}: {fmt} export failed: {type(e).__name__}: {e}") from e
-            timings[fmt] = round(time.perf_counter() - started, 3)
-            atol = tolerance.tolerance(fmt)
-            for batch in sorted({1, 3, max_batch}):
-                if batch > max_batch:
-                    continue
-                x = random_inputs(inputs, shapes, batch, seed + batch)
-                with torch.no_grad():
-                    expected = formats.as_tuple(model(*x))
-                try:
-                    got = runner(*x)
-                except Exception as e:
-                    raise ExportError(f"model {name!r}: {fmt} artifact failed to run at batch {batch}: {e}") from e
-                if len(got) != len(expected):
-                    raise ExportError(f"model {name!r}: {fmt} returned {len(got)} outputs, eager {len(expected)}")
-                for spec, g, e in zip(outputs, got, expected, strict=True):
-                    c = tolerance.compare(g, e, atol)
-                    rows.append(VerificationRow(fmt, spec.name, batch, c.max_abs, c.mean_abs, atol))
+                raise ExportError(f"model {name!r}: {fmt} export for {device} failed: {root_cause(e)}") from e
+            exported = time.perf_counter()
+            new_rows = verify(runner, fmt, device, cases, outputs, name)
+            rows += new_rows
+            seconds[key] = round(exported - started, 3)
+            seconds[f"{key} verify"] = round(time.perf_counter() - exported, 3)
+            worst = max((r.max_abs for r in new_rows), default=0.0)
+            log.info(
+                "%s: %-11s %-4s exported in %6.1f s, verified in %5.1f s (%d comparisons, max abs %.2g)%s",
+                name,
+                fmt,
+                device,
+                seconds[key],
+                seconds[f"{key} verify"],
+                len(new_rows),
+                worst,
+                "" if all(r.ok for r in new_rows) else "  FAIL",
+            )
         if not all(r.ok for r in rows):
-            raise ExportError(f"model {name!r}: verification against eager PyTorch failed\n{format_table(rows)}")
+            raise ExportError(failure_summary(name, rows))
+
         manifest = {
             "model": name,
             "version": version,
-            "source_checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint)},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "registry_model": ckpt["model"],
+            "description": entry.description,
             "model_args": ckpt["model_args"],
+            "weights": source.weights,
+            "source_checkpoint": source.manifest(),
+            "weights_sha256": weights_digest(ckpt["state_dict"]),
             "versions": _versions(),
             "export": {
-                "formats": list(formats_),
-                "torchscript_method": entry.torchscript,
-                "onnx_opset": formats.ONNX_OPSET,
-                "onnx_dynamo": True,
-                "dynamic_batch": {"min": 1, "max": max_batch},
-                "example_shapes": {s.name: list(shape) for s, shape in zip(inputs, shapes, strict=True)},
-                "seconds": timings,
+                "formats": formats_,
+                "devices": devices,
+                "max_batch_size": max_batch,
+                "dynamic_shapes": shapes.describe_dynamic_shapes(inputs, max_batch),
+                "example_shapes": {s.name: list(x) for s, x in zip(inputs, examples, strict=True)},
+                "verification_shapes": [{s.name: list(x) for s, x in zip(inputs, xs, strict=True)} for xs in extra],
+                "verification_batch_sizes": sorted({c.batch_size for c in cases}),
+                "seed": seed,
+                **settings,
+                "seconds": seconds,
             },
-            "artifacts": {
-                fmt: {"file": formats.ARTIFACT_NAMES[fmt], "sha256": sha256(staging / formats.ARTIFACT_NAMES[fmt])}
-                for fmt in formats_
-            },
-            "verification": [r.__dict__ | {"ok": r.ok} for r in rows],
+            "artifacts": artifacts,
+            "tolerance": {"reference": "eager PyTorch, CPU, fp32", "policy": "docs/tolerance.md"},
+            "verification": [dataclasses.asdict(r) | {"bound": r.bound, "ok": r.ok} for r in rows],
             "metrics": ckpt.get("metrics", {}),
+            "training": ckpt.get("training", {}),
         }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _write_json(staging / "manifest.json", manifest)
         model_dir.mkdir(parents=True, exist_ok=True)
-        (model_dir / "config.json").write_text(json.dumps(_config(name, ckpt, inputs, shapes, max_batch), indent=2))
         staging.rename(version_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return ExportResult(name, version, version_dir, rows)
+    _write_json(model_dir / "config.json", _config(name, ckpt, inputs, examples, max_batch, source.weights))
+    log.info("%s: version %d -> %s", name, version, version_dir)
+    return ExportResult(name, version, version_dir, rows, source.weights, seconds)
+
+
+def _write(
+    fmt: str,
+    device: str,
+    model: torch.nn.Module,
+    example: Sequence[torch.Tensor],
+    path: Path,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    dynamic: tuple[dict[int, Any], ...],
+    method: str,
+) -> dict[str, Any]:
+    """Writes one artifact; returns the settings the manifest records for it."""
+    if fmt == "torchscript":
+        tracer_warnings = formats.export_torchscript(model, example, path, method)
+        return {"torchscript": {"method": method, "tracer_warnings_inside_torch": tracer_warnings}}
+    if fmt == "onnx":
+        formats.export_onnx(model, example, path, [s.name for s in inputs], [s.name for s in outputs], dynamic)
+        return {
+            "onnx": {
+                "dynamo": True,
+                "opset": formats.ONNX_OPSET,
+                "optimize": True,
+                "external_data": False,
+                "checker": "onnx.checker.check_model(full_check=True)",
+                "runtime": "onnxruntime CPUExecutionProvider",
+            }
+        }
+    on_device = model if device == "cpu" else copy.deepcopy(model).to(device)
+    program = formats.export_pt2(on_device, [t.to(device) for t in example], path, dynamic, device)
+    ranges = shapes.exported_ranges(program, [s.name for s in inputs])
+    return {
+        f"pt2{'' if device == 'cpu' else '.' + device}": {
+            "torch_export": "non-strict",
+            "aoti_compile_and_package": True,
+            "device": device,
+            "dynamic_ranges": ranges,
+        }
+    }
+
+
+def export_registry_model(
+    model_name: str,
+    repository: str | Path,
+    formats_: Sequence[str] = ALL_FORMATS,
+    *,
+    model_args: dict[str, Any] | None = None,
+    init_seed: int = 0,
+    **kwargs: Any,
+) -> ExportResult:
+    """A registry model without a checkpoint: freshly initialised (seeded) and labelled random-init."""
+    return export_checkpoint(random_init_checkpoint(model_name, model_args, init_seed), repository, formats_, **kwargs)

@@ -1,0 +1,172 @@
+"""Shapes for export: example inputs, dynamic dimensions, and the shapes verification runs at.
+
+A spec's dimension 0 is the batch (-1); any other -1 is dynamic (CycleGAN's H
+and W). The batch becomes one ``torch.export.Dim`` bounded by max_batch_size and
+shared by every input; other dynamic dimensions become ``Dim.DYNAMIC``, so
+torch.export infers their valid range (e.g. H >= 5 for CycleGAN) instead of us
+guessing it, and fails loudly if the model specialises them to a constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from torchship.models.registry import ModelEntry, TensorSpec
+
+DTYPES = {
+    "FP32": torch.float32,
+    "FP64": torch.float64,
+    "FP16": torch.float16,
+    "BF16": torch.bfloat16,
+    "INT64": torch.int64,
+    "INT32": torch.int32,
+    "UINT8": torch.uint8,
+    "BOOL": torch.bool,
+}
+# torch.export specialises a dimension whose example size is 0 or 1, so examples use batch 2.
+EXAMPLE_BATCH = 2
+
+Shape = tuple[int, ...]
+
+
+def parse_shape(text: str) -> Shape:
+    """``"1x3x64x64"`` -> ``(1, 3, 64, 64)``."""
+    try:
+        dims = tuple(int(d) for d in text.lower().replace(",", "x").split("x") if d)
+    except ValueError:
+        raise ValueError(f"bad shape {text!r}: expected sizes joined by 'x', e.g. 1x3x64x64") from None
+    if not dims or any(d < 1 for d in dims):
+        raise ValueError(f"bad shape {text!r}: every size must be >= 1")
+    return dims
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def has_dynamic_features(specs: Sequence[TensorSpec]) -> bool:
+    """True when some input has a dynamic dimension other than the batch."""
+    return any(d == -1 for s in specs for d in s.shape[1:])
+
+
+def check_against_spec(spec: TensorSpec, shape: Sequence[int], what: str) -> Shape:
+    """``shape`` (batch included) fits ``spec``: same rank, fixed dimensions equal."""
+    shape = tuple(shape)
+    if len(shape) != len(spec.shape) or any(s not in (-1, d) for s, d in zip(spec.shape, shape, strict=True)):
+        raise ValueError(f"{what} {format_shape(shape)} for '{spec.name}' does not fit its spec {list(spec.shape)}")
+    return shape
+
+
+def example_shapes(
+    entry: ModelEntry,
+    specs: Sequence[TensorSpec],
+    checkpoint_shapes: Mapping[str, Sequence[int]],
+    overrides: Mapping[str, Sequence[int]] | None,
+) -> list[Shape]:
+    """One concrete shape per input: an override, else the checkpoint's, else the registry's example."""
+    out = []
+    for spec in specs:
+        given = (overrides or {}).get(spec.name) or checkpoint_shapes.get(spec.name)
+        shape = tuple(given) if given else entry.example_shape(spec)
+        out.append(check_against_spec(spec, shape, "example shape"))
+    unknown = set(overrides or {}) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"example shape for unknown input(s) {sorted(unknown)}; inputs: {[s.name for s in specs]}")
+    return out
+
+
+def extra_verification_shapes(
+    specs: Sequence[TensorSpec], examples: Sequence[Shape], given: Mapping[str, Sequence[Sequence[int]]] | None
+) -> list[list[Shape]]:
+    """Other feature shapes to verify at, beyond the example's, for models with dynamic non-batch dims.
+
+    ``given`` lists shapes per input name (all inputs must list as many). Without
+    it, each dynamic dimension is doubled: a size the artifact was not traced at,
+    and one that keeps whatever divisibility the example had (UNet needs
+    multiples of 2**(depth-1)).
+    """
+    if given:
+        unknown = set(given) - {s.name for s in specs}
+        if unknown:
+            raise ValueError(f"verify shape for unknown input(s) {sorted(unknown)}; inputs: {[s.name for s in specs]}")
+        counts = {len(given.get(s.name, ())) for s in specs}
+        if len(counts) != 1:
+            raise ValueError("verify shapes must list the same number of shapes for every input")
+        n = counts.pop()
+        return [[check_against_spec(s, tuple(given[s.name][i]), "verify shape") for s in specs] for i in range(n)]
+    if not has_dynamic_features(specs):
+        return []
+    doubled = [
+        tuple(d if spec_d != -1 or i == 0 else 2 * d for i, (spec_d, d) in enumerate(zip(s.shape, ex, strict=True)))
+        for s, ex in zip(specs, examples, strict=True)
+    ]
+    return [doubled]
+
+
+def random_inputs(
+    specs: Sequence[TensorSpec], shapes: Sequence[Sequence[int]], batch: int, seed: int
+) -> list[torch.Tensor]:
+    """Fresh inputs at ``batch`` rows: standard normal floats, zeros for integer inputs (indices stay valid)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for spec, shape in zip(specs, shapes, strict=True):
+        dtype = DTYPES[spec.dtype]
+        full = (batch, *shape[1:])
+        if dtype.is_floating_point:
+            out.append(torch.randn(full, generator=g, dtype=torch.float32).to(dtype))
+        else:
+            out.append(torch.zeros(full, dtype=dtype))
+    return out
+
+
+def dynamic_shapes(specs: Sequence[TensorSpec], max_batch_size: int) -> tuple[dict[int, Any], ...]:
+    """The ``dynamic_shapes`` argument of torch.export / torch.onnx.export, one dict per input."""
+    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
+    out = []
+    for spec in specs:
+        dims: dict[int, Any] = {0: batch}
+        for i, d in enumerate(spec.shape[1:], start=1):
+            if d == -1:
+                dims[i] = torch.export.Dim.DYNAMIC
+        out.append(dims)
+    return tuple(out)
+
+
+def describe_dynamic_shapes(specs: Sequence[TensorSpec], max_batch_size: int) -> dict[str, dict[str, str]]:
+    """The manifest's readable form of ``dynamic_shapes``."""
+    return {
+        s.name: {
+            str(i): (f"batch [1, {max_batch_size}]" if i == 0 else "dynamic (range inferred by torch.export)")
+            for i, d in enumerate(s.shape)
+            if d == -1
+        }
+        for s in specs
+    }
+
+
+def _bound(value: object) -> int | None:
+    text = str(value)  # sympy Integer, or int_oo / -int_oo for unbounded
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def exported_ranges(
+    program: torch.export.ExportedProgram, names: Sequence[str]
+) -> dict[str, dict[str, list[int | None]]]:
+    """Per input (by spec name, in order) and dynamic dimension, the [min, max] torch.export settled on."""
+    ranges = {str(sym): vr for sym, vr in program.range_constraints.items()}
+    user_inputs = list(program.graph_signature.user_inputs)
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    out: dict[str, dict[str, list[int | None]]] = {}
+    for name, node_name in zip(names, user_inputs, strict=True):
+        val = placeholders[node_name].meta.get("val") if node_name in placeholders else None
+        dims: dict[str, list[int | None]] = {}
+        for i, d in enumerate(getattr(val, "shape", ())):
+            if isinstance(d, torch.SymInt) and str(d.node.expr) in ranges:
+                vr = ranges[str(d.node.expr)]
+                dims[str(i)] = [_bound(vr.lower), _bound(vr.upper)]
+        if dims:
+            out[name] = dims
+    return out
