@@ -1,21 +1,25 @@
 #include "torchship/repository.h"
 
 #include <algorithm>
-#include <regex>
 
 #include "torchship/errors.h"
 
 namespace torchship {
 namespace fs = std::filesystem;
 
+// Plain character checks, not std::regex: they run on every request, and std::regex's locale
+// machinery crashed when another extension in the process brought its own libstdc++ facets.
 bool valid_model_name(const std::string& name) {
-  static const std::regex pattern("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
-  return std::regex_match(name, pattern);
+  if (name.empty() || name.size() > 128 || name.front() == '.' || name.front() == '-') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+  });
 }
 
 bool valid_version(const std::string& version) {
-  static const std::regex pattern("[0-9]{1,9}");
-  return std::regex_match(version, pattern);
+  return !version.empty() && version.size() <= 9 &&
+         std::all_of(version.begin(), version.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 namespace {

@@ -45,14 +45,16 @@ def test_cuda_concurrent_callers_get_their_own_rows(thermometer_repository: Path
         model = rt.model("thermometer_linear")
         ref_in = torch.arange(64, dtype=torch.float32).unsqueeze(1)
         ref = model.infer(ref_in)
-        wrong: list[int] = []
+        wrong: list[str] = []
 
         def worker(k: int) -> None:
             for i in range(100):
                 row = (k * 7 + i) % 64
                 out = model.infer(ref_in[row : row + 1])
-                if not torch.equal(out, ref[row : row + 1]):
-                    wrong.append(row)
+                # Not bitwise: the JIT may fuse (FMA) differently for different batch shapes.
+                c = tolerance.compare(out, ref[row : row + 1], tolerance.SAME_ARTIFACT_TOL)
+                if not c.ok:
+                    wrong.append(f"row {row}: {c}")
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
         for t in threads:
