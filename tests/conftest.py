@@ -45,3 +45,28 @@ def thermometer_pt2_repository(tmp_path_factory: pytest.TempPathFactory, thermom
     repo = tmp_path_factory.mktemp("repo_pt2")
     export_checkpoint(thermometer_checkpoint, repo, ["torchscript", "pt2"])
     return repo
+
+
+@pytest.fixture(scope="session")
+def net_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Chapter 8 ``Net`` (CIFAR-2 CNN, 3x32x32 -> 2 logits), untrained and seeded.
+
+    For tests that need a convolutional model's shapes and batching, not its accuracy.
+    """
+    from torchship import models
+    from torchship.training.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    entry = models.get("net")
+    checkpoint = make_checkpoint("net", entry.build(), entry.default_args)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "net.ckpt", checkpoint)
+
+
+@pytest.fixture(scope="session")
+def net_repository(tmp_path_factory: pytest.TempPathFactory, net_checkpoint: Path) -> Path:
+    """``net_checkpoint`` exported as TorchScript (max batch 64)."""
+    from torchship.export import export_checkpoint
+
+    repo = tmp_path_factory.mktemp("net_repo")
+    export_checkpoint(net_checkpoint, repo, ["torchscript"], max_batch_size=64)
+    return repo

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "torchship.export.cli",
     "torchship.runtime_cli",
     "torchship.parity",
+    "torchship.server_cli",
 )
 
 

@@ -1,0 +1,231 @@
+"""A small Open Inference Protocol (KServe v2) client over httpx, returning torch tensors.
+
+    from torchship.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        out = client.infer("thermometer_linear", {"t_u": torch.tensor([[80.0]])})
+        print(out["t_c"])
+
+Tensors travel as JSON by default, or with the binary tensor data extension
+(``binary_inputs=True`` / ``binary_outputs=True``: raw little-endian bytes after
+the JSON header, exact for every dtype including NaN and infinity). A non-2xx
+answer raises ``ServerError`` carrying the status and the server's error text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+_DATATYPES: dict[torch.dtype, str] = {
+    torch.float32: "FP32",
+    torch.float64: "FP64",
+    torch.float16: "FP16",
+    torch.bfloat16: "BF16",
+    torch.int8: "INT8",
+    torch.int16: "INT16",
+    torch.int32: "INT32",
+    torch.int64: "INT64",
+    torch.uint8: "UINT8",
+    torch.uint16: "UINT16",
+    torch.bool: "BOOL",
+}
+_DTYPES = {name: dtype for dtype, name in _DATATYPES.items()}
+
+TensorLike = torch.Tensor | np.ndarray
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error status; ``message`` is its ``{"error": ...}`` text."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+def datatype_of(dtype: torch.dtype) -> str:
+    try:
+        return _DATATYPES[dtype]
+    except KeyError:
+        raise ValueError(f"{dtype} has no Open Inference Protocol datatype") from None
+
+
+def dtype_of(datatype: str) -> torch.dtype:
+    try:
+        return _DTYPES[datatype]
+    except KeyError:
+        raise ValueError(f"unsupported datatype {datatype!r}") from None
+
+
+def _as_tensor(x: TensorLike | Sequence[Any], name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().contiguous()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise TypeError(f"input {name!r}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _tensor_from_bytes(raw: bytes, datatype: str, shape: list[int]) -> torch.Tensor:
+    dtype = dtype_of(datatype)
+    if math.prod(shape) == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
+
+
+def _tensor_from_json(data: list[Any], datatype: str, shape: list[int]) -> torch.Tensor:
+    dtype = dtype_of(datatype)
+    if dtype.is_floating_point:
+        data = [math.nan if v is None else v for v in data]  # the server writes non-finite values as null
+    return torch.tensor(data, dtype=dtype).reshape(shape)
+
+
+class Client:
+    """Talks to one server. ``url`` like ``http://127.0.0.1:8000``; ``timeout`` in seconds.
+
+    ``transport``: an httpx transport, e.g. ``httpx.HTTPTransport(uds=path)`` for a unix socket.
+    """
+
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+        self._metadata: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- health and metadata ---------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return self._http.get("/v2/health/live").status_code == 200
+
+    def ready(self) -> bool:
+        return self._http.get("/v2/health/ready").status_code == 200
+
+    def server_metadata(self) -> dict[str, Any]:
+        return self._json(self._http.get("/v2"))
+
+    def model_metadata(self, model: str, version: str | int | None = None) -> dict[str, Any]:
+        key = (model, None if version is None else str(version))
+        if key not in self._metadata:
+            self._metadata[key] = self._json(self._http.get(self._model_path(model, version)))
+        return self._metadata[key]
+
+    def model_ready(self, model: str, version: str | int | None = None) -> bool:
+        return self._http.get(self._model_path(model, version) + "/ready").status_code == 200
+
+    def metrics(self) -> str:
+        response = self._http.get("/metrics")
+        self._raise_for_status(response)
+        return response.text
+
+    # -- inference -------------------------------------------------------------------------------------------
+
+    def infer(
+        self,
+        model: str,
+        inputs: TensorLike | Mapping[str, TensorLike],
+        *,
+        version: str | int | None = None,
+        outputs: Sequence[str] | None = None,
+        binary_inputs: bool = False,
+        binary_outputs: bool = False,
+        request_id: str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Runs ``model`` once; returns its outputs by name.
+
+        ``inputs``: a mapping by input name, or one tensor for a single-input model.
+        ``outputs``: names to return (default: all).
+        """
+        if not isinstance(inputs, Mapping):
+            names = [i["name"] for i in self.model_metadata(model, version)["inputs"]]
+            if len(names) != 1:
+                raise ValueError(f"model {model!r} takes inputs {names}; pass a mapping by name")
+            inputs = {names[0]: inputs}
+        request: dict[str, Any] = {"inputs": []}
+        if request_id is not None:
+            request["id"] = request_id
+        blobs: list[bytes] = []
+        for name, value in inputs.items():
+            t = _as_tensor(value, name)
+            entry: dict[str, Any] = {"name": name, "shape": list(t.shape), "datatype": datatype_of(t.dtype)}
+            if binary_inputs:
+                raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()  # any dtype, bf16 included
+                entry["parameters"] = {"binary_data_size": len(raw)}
+                blobs.append(raw)
+            else:
+                entry["data"] = t.flatten().tolist()
+            request["inputs"].append(entry)
+        if outputs is not None:
+            request["outputs"] = [{"name": n, "parameters": {"binary_data": binary_outputs}} for n in outputs]
+        elif binary_outputs:
+            request["parameters"] = {"binary_data_output": True}
+
+        header = json.dumps(request, separators=(",", ":")).encode()
+        headers = {}
+        if blobs:
+            headers[HEADER_LENGTH] = str(len(header))
+            headers["Content-Type"] = "application/octet-stream"
+            body = header + b"".join(blobs)
+        else:
+            headers["Content-Type"] = "application/json"
+            body = header
+        response = self._http.post(self._model_path(model, version) + "/infer", content=body, headers=headers)
+        self._raise_for_status(response)
+        return self.decode_response(response)
+
+    @staticmethod
+    def decode_response(response: httpx.Response) -> dict[str, torch.Tensor]:
+        """Tensors by output name from an infer response, JSON or binary."""
+        content = response.content
+        json_length = response.headers.get(HEADER_LENGTH)
+        header_end = int(json_length) if json_length is not None else len(content)
+        doc = json.loads(content[:header_end])
+        result: dict[str, torch.Tensor] = {}
+        offset = header_end
+        for out in doc["outputs"]:
+            size = (out.get("parameters") or {}).get("binary_data_size")
+            if size is not None:
+                result[out["name"]] = _tensor_from_bytes(content[offset : offset + size], out["datatype"], out["shape"])
+                offset += size
+            else:
+                result[out["name"]] = _tensor_from_json(out["data"], out["datatype"], out["shape"])
+        return result
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _model_path(model: str, version: str | int | None) -> str:
+        path = f"/v2/models/{model}"
+        return path if version is None else f"{path}/versions/{version}"
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        try:
+            message = str(response.json()["error"])
+        except (ValueError, KeyError, TypeError):
+            message = response.text or response.reason_phrase
+        retry = response.headers.get("Retry-After")
+        raise ServerError(response.status_code, message, float(retry) if retry else None)
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
+        self._raise_for_status(response)
+        return response.json()

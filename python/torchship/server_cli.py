@@ -1,0 +1,99 @@
+"""``torchship serve`` and ``torchship predict``: the native HTTP server, and a client call to it.
+
+torchship serve --model-repository model_repository [--http-port 8000] ...   execs torchship-server
+torchship predict --model thermometer_linear --input x.json [--url ...]       one inference over HTTP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# torchship-server's flags, passed through unchanged when given: (flag, type, help).
+SERVER_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--device", str, "auto, cpu, cuda or cuda:N (server default: auto)"),
+    ("--http-port", int, "port; 0 picks a free one, printed on stdout (server default: 8000)"),
+    ("--host", str, "address to bind (server default: 127.0.0.1)"),
+    ("--threads", int, "HTTP connection threads; each keep-alive connection holds one"),
+    ("--format", str, "auto, torchscript or pt2"),
+    ("--max-batch-size", int, "override config.json's max_batch_size"),
+    ("--max-queue-delay-us", int, "override the batcher's max queue delay (microseconds)"),
+    ("--max-queue-size", int, "override the queue bound (beyond it: 503 + Retry-After)"),
+    ("--instance-count", int, "override the number of model instances"),
+    ("--max-body-bytes", int, "largest request body accepted (beyond it: 413)"),
+    ("--log-level", str, "trace, debug, info, warning, error or off"),
+    ("--intra-op-threads", int, "torch intra-op threads (0: torch's default)"),
+)
+
+
+def server_binary() -> Path:
+    """torchship-server installed beside this interpreter (the venv's bin), else on PATH."""
+    beside = Path(sys.executable).with_name("torchship-server")
+    if beside.is_file():
+        return beside
+    found = shutil.which("torchship-server")
+    if found is None:
+        raise FileNotFoundError("torchship-server not found beside the interpreter or on PATH; run tools/bootstrap.sh")
+    return Path(found)
+
+
+def server_argv(args: argparse.Namespace) -> list[str]:
+    argv = [str(server_binary()), "--model-repository", str(args.model_repository)]
+    for flag, _, _ in SERVER_FLAGS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _serve(args: argparse.Namespace) -> int:
+    argv = server_argv(args)
+    os.execv(argv[0], argv)  # the server owns the process from here: signals, exit code
+
+
+def load_input(path: Path, dtype: torch.dtype) -> torch.Tensor:
+    """A .npy array, or a .json nested list, as a tensor of the model's input dtype."""
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path, allow_pickle=False)).to(dtype)
+    if path.suffix == ".json":
+        return torch.tensor(json.loads(path.read_text()), dtype=dtype)
+    raise ValueError(f"{path}: expected a .npy file or a .json nested list")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from torchship.client import Client, dtype_of
+
+    with Client(args.url, timeout=args.timeout) as client:
+        metadata = client.model_metadata(args.model)
+        if len(metadata["inputs"]) != 1:
+            names = [i["name"] for i in metadata["inputs"]]
+            raise ValueError(f"model {args.model!r} takes {len(names)} inputs {names}; predict sends one")
+        spec = metadata["inputs"][0]
+        x = load_input(args.input, dtype_of(spec["datatype"]))
+        outputs = client.infer(args.model, {spec["name"]: x}, binary_inputs=args.binary, binary_outputs=args.binary)
+    for name, t in outputs.items():
+        print(f"{name}: {t.tolist()}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run torchship-server (Open Inference Protocol over HTTP) on a model repository")
+    p.add_argument("--model-repository", type=Path, required=True, help="model repository directory")
+    for flag, kind, help_text in SERVER_FLAGS:
+        p.add_argument(flag, type=kind, default=None, help=help_text)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("predict", help="send one input to a running torchship server and print the outputs")
+    p.add_argument("--model", required=True, help="model name on the server")
+    p.add_argument("--input", type=Path, required=True, help="input tensor: a .npy file or a .json nested list")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="server URL (default %(default)s)")
+    p.add_argument("--binary", action="store_true", help="use the binary tensor data extension both ways")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
+    p.set_defaults(func=_predict)

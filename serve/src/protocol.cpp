@@ -1,0 +1,1015 @@
+#include "protocol.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "torchship/dtypes.h"
+#include "torchship/errors.h"
+
+namespace torchship::serve {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "the binary tensor data extension is little-endian; this host is not");
+
+// User-supplied text echoed in an error message, quoted and cut to a sane length.
+std::string echo(std::string_view s) {
+  constexpr size_t kMaxEcho = 80;
+  std::string out = "'";
+  out.append(s.substr(0, kMaxEcho));
+  if (s.size() > kMaxEcho) out += "...";
+  out += "'";
+  return out;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) { return shape_string(shape); }
+
+// A JSON number or boolean as the parser hands it over, before it has a dtype.
+struct Scalar {
+  enum class Kind : uint8_t { Bool, Int, UInt, Float };
+  Kind kind = Kind::Int;
+  bool b = false;
+  int64_t i = 0;
+  uint64_t u = 0;
+  double d = 0;
+};
+
+enum class StoreError : uint8_t { None, NotNumber, NotInteger, NotBool, OutOfRange };
+
+using StoreFn = StoreError (*)(void* base, int64_t index, const Scalar& value);
+
+template <typename T>
+StoreError store_floating(void* base, int64_t index, const Scalar& v) {
+  double d = 0;
+  switch (v.kind) {
+    case Scalar::Kind::Bool:
+      return StoreError::NotNumber;
+    case Scalar::Kind::Int:
+      d = static_cast<double>(v.i);
+      break;
+    case Scalar::Kind::UInt:
+      d = static_cast<double>(v.u);
+      break;
+    case Scalar::Kind::Float:
+      d = v.d;
+      break;
+  }
+  if (!std::isfinite(d)) return StoreError::OutOfRange;
+  if constexpr (std::is_same_v<T, double>) {
+    static_cast<double*>(base)[index] = d;
+  } else {
+    // Out-of-range values would silently become inf: refuse them instead.
+    if (std::abs(d) > static_cast<double>(std::numeric_limits<T>::max())) return StoreError::OutOfRange;
+    static_cast<T*>(base)[index] = static_cast<T>(static_cast<float>(d));
+  }
+  return StoreError::None;
+}
+
+template <typename T>
+StoreError store_integer(void* base, int64_t index, const Scalar& v) {
+  switch (v.kind) {
+    case Scalar::Kind::Int:
+      if (!std::in_range<T>(v.i)) return StoreError::OutOfRange;
+      static_cast<T*>(base)[index] = static_cast<T>(v.i);
+      return StoreError::None;
+    case Scalar::Kind::UInt:
+      if (!std::in_range<T>(v.u)) return StoreError::OutOfRange;
+      static_cast<T*>(base)[index] = static_cast<T>(v.u);
+      return StoreError::None;
+    case Scalar::Kind::Float:
+      return StoreError::NotInteger;
+    case Scalar::Kind::Bool:
+      return StoreError::NotInteger;
+  }
+  return StoreError::NotInteger;
+}
+
+StoreError store_bool(void* base, int64_t index, const Scalar& v) {
+  if (v.kind != Scalar::Kind::Bool) return StoreError::NotBool;
+  static_cast<bool*>(base)[index] = v.b;
+  return StoreError::None;
+}
+
+StoreFn store_fn(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32:
+      return store_floating<float>;
+    case torch::kFloat64:
+      return store_floating<double>;
+    case torch::kFloat16:
+      return store_floating<c10::Half>;
+    case torch::kBFloat16:
+      return store_floating<c10::BFloat16>;
+    case torch::kInt8:
+      return store_integer<int8_t>;
+    case torch::kInt16:
+      return store_integer<int16_t>;
+    case torch::kInt32:
+      return store_integer<int32_t>;
+    case torch::kInt64:
+      return store_integer<int64_t>;
+    case torch::kUInt8:
+      return store_integer<uint8_t>;
+    case torch::kUInt16:
+      return store_integer<uint16_t>;
+    case torch::kBool:
+      return store_bool;
+    default:
+      throw InvalidInputError("datatype " + dtype_name(dtype) + " cannot be sent as JSON data");
+  }
+}
+
+std::string describe_store_error(StoreError e, torch::ScalarType dtype) {
+  const std::string name = dtype_name(dtype);
+  switch (e) {
+    case StoreError::NotNumber:
+      return "expected a number for " + name;
+    case StoreError::NotInteger:
+      return "expected an integer for " + name;
+    case StoreError::NotBool:
+      return "expected true or false for " + name;
+    case StoreError::OutOfRange:
+      return "value out of range for " + name;
+    case StoreError::None:
+      break;
+  }
+  return "bad value";
+}
+
+// Element count of `shape`, or nullopt on overflow.
+std::optional<int64_t> checked_numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (const auto d : shape) {
+    if (__builtin_mul_overflow(n, d, &n)) return std::nullopt;
+  }
+  return n;
+}
+
+struct PendingInput {
+  std::string name;
+  bool has_name = false;
+  bool has_datatype = false;
+  torch::ScalarType dtype = torch::kFloat32;
+  bool has_shape = false;
+  std::vector<int64_t> shape;
+  std::optional<int64_t> binary_data_size;
+  bool has_data = false;
+
+  // JSON data goes straight into `tensor` when datatype and shape came before it
+  // (the usual order); otherwise it waits in `deferred` until the object closes.
+  torch::Tensor tensor;
+  void* base = nullptr;
+  StoreFn store = nullptr;
+  int64_t numel = 0;
+  int64_t count = 0;  // elements received
+  std::vector<Scalar> deferred;  // at most kMaxDeferred; past it only counted (see Hint)
+  bool deferred_overflow = false;
+  int leaf_depth = 0;         // depth of the numbers inside `data` (1 = flat); 0 = none seen
+  std::vector<int64_t> dims;  // length of the arrays at each depth of `data`, -1 = none closed yet
+};
+
+// Data that comes before its input's datatype or shape waits as Scalars (32
+// bytes each). Beyond this many, the request is parsed a second time with the
+// datatype and shape known from the first pass, so memory stays proportional
+// to the tensor, not to the JSON.
+constexpr size_t kMaxDeferred = size_t{1} << 16;
+
+// What the first pass learned about input i, for the second.
+struct Hint {
+  bool known = false;
+  torch::ScalarType dtype = torch::kFloat32;
+  std::vector<int64_t> shape;
+};
+
+struct PendingOutput {
+  std::string name;
+  bool has_name = false;
+  std::optional<bool> binary_data;
+};
+
+struct Draft {
+  std::optional<std::string> id;
+  std::vector<PendingInput> inputs;
+  std::vector<PendingOutput> outputs;
+  bool binary_data_output = false;
+};
+
+// A SAX handler for nlohmann::json that builds the request in one pass, without
+// a DOM. Returning false stops the parse; error() says why.
+class RequestSax {
+ public:
+  RequestSax(Draft& draft, const ParseLimits& limits, size_t json_bytes, const std::vector<Hint>* hints)
+      : draft_(draft), limits_(limits), json_bytes_(static_cast<int64_t>(json_bytes)), hints_(hints) {}
+
+  const std::string& error() const { return error_; }
+
+  bool null() { return scalar_value(Value::Null, nullptr, nullptr); }
+  bool boolean(bool v) {
+    Scalar s;
+    s.kind = Scalar::Kind::Bool;
+    s.b = v;
+    return scalar_value(Value::Bool, &s, nullptr);
+  }
+  bool number_integer(int64_t v) {
+    Scalar s;
+    s.kind = Scalar::Kind::Int;
+    s.i = v;
+    return scalar_value(Value::Number, &s, nullptr);
+  }
+  bool number_unsigned(uint64_t v) {
+    Scalar s;
+    s.kind = Scalar::Kind::UInt;
+    s.u = v;
+    return scalar_value(Value::Number, &s, nullptr);
+  }
+  bool number_float(double v, const std::string& /*text*/) {
+    Scalar s;
+    s.kind = Scalar::Kind::Float;
+    s.d = v;
+    return scalar_value(Value::Number, &s, nullptr);
+  }
+  bool string(std::string& v) { return scalar_value(Value::String, nullptr, &v); }
+  bool binary(nlohmann::json::binary_t& /*v*/) { return fail("binary values are not JSON"); }
+
+  bool start_object(std::size_t /*elements*/) {
+    if (!enter()) return false;
+    if (stack_.empty()) return push(Ctx::Root);
+    Frame& top = stack_.back();
+    switch (top.ctx) {
+      case Ctx::Skip:
+        return push(Ctx::Skip);
+      case Ctx::Inputs:
+        draft_.inputs.emplace_back();
+        return push(Ctx::Input);
+      case Ctx::Outputs:
+        draft_.outputs.emplace_back();
+        return push(Ctx::Output);
+      case Ctx::Shape:
+        return fail(where_input() + ": 'shape' must be an array of integers");
+      case Ctx::Data:
+        return fail(where_input() + ": 'data' must hold numbers or booleans, not objects");
+      default:
+        break;
+    }
+    switch (top.key) {
+      case Key::Parameters:
+        if (top.ctx == Ctx::Root) return push(Ctx::RequestParams);
+        if (top.ctx == Ctx::Input) return push(Ctx::InputParams);
+        if (top.ctx == Ctx::Output) return push(Ctx::OutputParams);
+        break;
+      case Key::Other:
+        return push(Ctx::Skip);
+      default:
+        break;
+    }
+    return type_error(top, "an object");
+  }
+
+  bool start_array(std::size_t /*elements*/) {
+    if (!enter()) return false;
+    if (stack_.empty()) return fail("the request body must be a JSON object");
+    Frame& top = stack_.back();
+    switch (top.ctx) {
+      case Ctx::Skip:
+        return push(Ctx::Skip);
+      case Ctx::Inputs:
+      case Ctx::Outputs:
+        return fail(std::string("each element of '") + (top.ctx == Ctx::Inputs ? "inputs" : "outputs") +
+                    "' must be an object");
+      case Ctx::Shape:
+        return fail(where_input() + ": 'shape' must be a flat array of integers");
+      case Ctx::Data:
+        return open_data_array();
+      default:
+        break;
+    }
+    switch (top.key) {
+      case Key::Inputs:
+        if (top.ctx == Ctx::Root) return push(Ctx::Inputs);
+        break;
+      case Key::Outputs:
+        if (top.ctx == Ctx::Root) return push(Ctx::Outputs);
+        break;
+      case Key::Shape:
+        if (top.ctx == Ctx::Input) {
+          input().has_shape = true;
+          return push(Ctx::Shape);
+        }
+        break;
+      case Key::Data:
+        if (top.ctx == Ctx::Input) return begin_data();
+        break;
+      case Key::Other:
+        return push(Ctx::Skip);
+      default:
+        break;
+    }
+    return type_error(top, "an array");
+  }
+
+  bool key(std::string& k) {
+    Frame& top = stack_.back();
+    top.key = classify_key(top.ctx, k);
+    if (top.key == Key::Other || top.key == Key::None) return true;
+    const uint32_t bit = 1u << static_cast<unsigned>(top.key);
+    if (top.seen & bit) return fail("duplicate key " + echo(k) + " in " + where(top.ctx));
+    top.seen |= bit;
+    return true;
+  }
+
+  bool end_object() { return leave(); }
+
+  bool end_array() {
+    if (stack_.back().ctx == Ctx::Data) return close_data_array();
+    return leave();
+  }
+
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::json::exception& ex) {
+    // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
+    std::string what = ex.what();
+    if (const auto pos = what.find("] "); what.rfind("[json.exception", 0) == 0 && pos != std::string::npos) {
+      what = what.substr(pos + 2);
+    }
+    return fail("malformed JSON: " + what);
+  }
+
+ private:
+  enum class Ctx : uint8_t {
+    Root, Inputs, Input, Shape, Data, InputParams, Outputs, Output, OutputParams, RequestParams, Skip
+  };
+  enum class Key : uint8_t {
+    None, Id, Inputs, Outputs, Parameters, Name, Shape, Datatype, Data, BinaryDataSize, BinaryData, BinaryDataOutput,
+    Other
+  };
+  enum class Value : uint8_t { Null, Bool, Number, String };
+
+  struct Frame {
+    Ctx ctx;
+    Key key = Key::None;
+    uint32_t seen = 0;  // keys already given, to refuse duplicates
+  };
+
+  static Key classify_key(Ctx ctx, std::string_view k) {
+    switch (ctx) {
+      case Ctx::Root:
+        if (k == "inputs") return Key::Inputs;
+        if (k == "outputs") return Key::Outputs;
+        if (k == "id") return Key::Id;
+        if (k == "parameters") return Key::Parameters;
+        return Key::Other;
+      case Ctx::Input:
+        if (k == "name") return Key::Name;
+        if (k == "shape") return Key::Shape;
+        if (k == "datatype") return Key::Datatype;
+        if (k == "data") return Key::Data;
+        if (k == "parameters") return Key::Parameters;
+        return Key::Other;
+      case Ctx::Output:
+        if (k == "name") return Key::Name;
+        if (k == "parameters") return Key::Parameters;
+        return Key::Other;
+      case Ctx::InputParams:
+        return k == "binary_data_size" ? Key::BinaryDataSize : Key::Other;
+      case Ctx::OutputParams:
+        return k == "binary_data" ? Key::BinaryData : Key::Other;
+      case Ctx::RequestParams:
+        return k == "binary_data_output" ? Key::BinaryDataOutput : Key::Other;
+      default:
+        return Key::None;
+    }
+  }
+
+  bool fail(std::string message) {
+    if (error_.empty()) error_ = std::move(message);
+    return false;
+  }
+
+  bool enter() {
+    if (static_cast<int>(stack_.size()) >= limits_.max_json_depth) {
+      return fail("JSON nested deeper than " + std::to_string(limits_.max_json_depth) + " levels");
+    }
+    return true;
+  }
+
+  bool push(Ctx ctx) {
+    stack_.push_back(Frame{ctx});
+    return true;
+  }
+
+  // Closes an object or a (non-data) array; the value of the parent's key is complete.
+  bool leave() {
+    stack_.pop_back();
+    if (!stack_.empty()) stack_.back().key = Key::None;
+    return true;
+  }
+
+  PendingInput& input() { return draft_.inputs.back(); }
+  PendingOutput& output() { return draft_.outputs.back(); }
+
+  std::string where_input() {
+    const size_t i = draft_.inputs.size() - 1;
+    const auto& in = draft_.inputs.back();
+    return in.has_name ? "input " + echo(in.name) : "inputs[" + std::to_string(i) + "]";
+  }
+
+  std::string where(Ctx ctx) {
+    switch (ctx) {
+      case Ctx::Root:
+        return "the request";
+      case Ctx::Input:
+        return where_input();
+      case Ctx::InputParams:
+        return where_input() + " parameters";
+      case Ctx::Output:
+      case Ctx::OutputParams:
+        return "outputs[" + std::to_string(draft_.outputs.size() - 1) + "]";
+      case Ctx::RequestParams:
+        return "the request's parameters";
+      default:
+        return "the request";
+    }
+  }
+
+  static const char* key_name(Key k) {
+    switch (k) {
+      case Key::Id: return "id";
+      case Key::Inputs: return "inputs";
+      case Key::Outputs: return "outputs";
+      case Key::Parameters: return "parameters";
+      case Key::Name: return "name";
+      case Key::Shape: return "shape";
+      case Key::Datatype: return "datatype";
+      case Key::Data: return "data";
+      case Key::BinaryDataSize: return "binary_data_size";
+      case Key::BinaryData: return "binary_data";
+      case Key::BinaryDataOutput: return "binary_data_output";
+      default: return "value";
+    }
+  }
+
+  static const char* expected_type(Key k) {
+    switch (k) {
+      case Key::Id:
+      case Key::Name:
+      case Key::Datatype:
+        return "a string";
+      case Key::Inputs:
+      case Key::Outputs:
+      case Key::Shape:
+      case Key::Data:
+        return "an array";
+      case Key::Parameters:
+        return "an object";
+      case Key::BinaryDataSize:
+        return "a non-negative integer";
+      case Key::BinaryData:
+      case Key::BinaryDataOutput:
+        return "a boolean";
+      default:
+        return "something else";
+    }
+  }
+
+  bool type_error(const Frame& top, const char* got) {
+    return fail("'" + std::string(key_name(top.key)) + "' in " + where(top.ctx) + " must be " +
+                expected_type(top.key) + ", not " + got);
+  }
+
+  static const char* value_text(Value v) {
+    switch (v) {
+      case Value::Null: return "null";
+      case Value::Bool: return "a boolean";
+      case Value::Number: return "a number";
+      case Value::String: return "a string";
+    }
+    return "a value";
+  }
+
+  bool scalar_value(Value kind, const Scalar* number, std::string* text) {
+    if (stack_.empty()) return fail("the request body must be a JSON object");
+    Frame& top = stack_.back();
+    switch (top.ctx) {
+      case Ctx::Skip:
+        return true;
+      case Ctx::Inputs:
+      case Ctx::Outputs:
+        return fail(std::string("each element of '") + (top.ctx == Ctx::Inputs ? "inputs" : "outputs") +
+                    "' must be an object, not " + value_text(kind));
+      case Ctx::Shape:
+        return shape_value(kind, number);
+      case Ctx::Data:
+        return data_value(kind, number);
+      default:
+        break;
+    }
+    // A value inside an object: it belongs to the key just read.
+    const Key k = top.key;
+    top.key = Key::None;
+    switch (k) {
+      case Key::Other:
+      case Key::None:
+        return true;
+      case Key::Id:
+        if (kind != Value::String) break;
+        draft_.id = std::move(*text);
+        return true;
+      case Key::Name:
+        if (kind != Value::String) break;
+        if (top.ctx == Ctx::Input) {
+          input().name = std::move(*text);
+          input().has_name = true;
+        } else {
+          output().name = std::move(*text);
+          output().has_name = true;
+        }
+        return true;
+      case Key::Datatype:
+        if (kind != Value::String) break;
+        return set_datatype(*text);
+      case Key::BinaryDataSize:
+        if (kind != Value::Number || number->kind == Scalar::Kind::Float ||
+            (number->kind == Scalar::Kind::Int && number->i < 0) ||
+            (number->kind == Scalar::Kind::UInt && !std::in_range<int64_t>(number->u))) {
+          break;
+        }
+        input().binary_data_size = number->kind == Scalar::Kind::Int ? number->i : static_cast<int64_t>(number->u);
+        return true;
+      case Key::BinaryData:
+        if (kind != Value::Bool) break;
+        output().binary_data = number->b;
+        return true;
+      case Key::BinaryDataOutput:
+        if (kind != Value::Bool) break;
+        draft_.binary_data_output = number->b;
+        return true;
+      default:
+        break;
+    }
+    top.key = k;
+    return type_error(top, value_text(kind));
+  }
+
+  bool set_datatype(const std::string& name) {
+    auto& in = input();
+    if (name == "BYTES") return fail(where_input() + ": datatype BYTES is not supported (models take numeric tensors)");
+    try {
+      in.dtype = dtype_from_name(name);
+    } catch (const InvalidInputError&) {
+      return fail(where_input() + ": unknown datatype " + echo(name) +
+                  " (expected one of FP32, FP64, FP16, BF16, INT8, INT16, INT32, INT64, UINT8, UINT16, BOOL)");
+    }
+    in.has_datatype = true;
+    return true;
+  }
+
+  bool shape_value(Value kind, const Scalar* number) {
+    auto& in = input();
+    if (kind != Value::Number || number->kind == Scalar::Kind::Float) {
+      return fail(where_input() + ": 'shape' must be an array of integers, found " + value_text(kind));
+    }
+    if ((number->kind == Scalar::Kind::Int && number->i < 0) ||
+        (number->kind == Scalar::Kind::UInt && !std::in_range<int64_t>(number->u))) {
+      return fail(where_input() + ": 'shape' dimensions must be between 0 and 2^63-1");
+    }
+    if (static_cast<int>(in.shape.size()) >= limits_.max_rank) {
+      return fail(where_input() + ": 'shape' has more than " + std::to_string(limits_.max_rank) + " dimensions");
+    }
+    in.shape.push_back(number->kind == Scalar::Kind::Int ? number->i : static_cast<int64_t>(number->u));
+    return true;
+  }
+
+  // '[' opening the value of "data".
+  bool begin_data() {
+    auto& in = input();
+    in.has_data = true;
+    data_depth_ = 1;
+    data_counts_.assign(1, 0);
+    const size_t index = draft_.inputs.size() - 1;
+    const Hint* hint = nullptr;
+    if (hints_ != nullptr && index < hints_->size() && (*hints_)[index].known) hint = &(*hints_)[index];
+    if ((in.has_datatype && in.has_shape) || hint != nullptr) {
+      const auto dtype = in.has_datatype && in.has_shape ? in.dtype : hint->dtype;
+      const auto& shape = in.has_datatype && in.has_shape ? in.shape : hint->shape;
+      const auto numel = checked_numel(shape);
+      // Each JSON element takes at least two bytes ("1,"): a larger shape cannot be honest.
+      if (!numel || *numel > (json_bytes_ + 1) / 2) {
+        return fail(where_input() + ": shape " + shape_text(shape) + " has more elements than a " +
+                    std::to_string(json_bytes_) + "-byte JSON request can hold");
+      }
+      try {
+        in.store = store_fn(dtype);
+      } catch (const InvalidInputError& e) {
+        return fail(where_input() + ": " + e.what());
+      }
+      in.numel = *numel;
+      in.tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+      in.base = in.tensor.data_ptr();
+    }
+    return push(Ctx::Data);
+  }
+
+  bool open_data_array() {
+    auto& in = input();
+    if (in.leaf_depth != 0 && data_depth_ + 1 > in.leaf_depth) {
+      return fail(where_input() + ": 'data' mixes numbers and nested arrays");
+    }
+    ++data_counts_.back();
+    ++data_depth_;
+    data_counts_.push_back(0);
+    return push(Ctx::Data);
+  }
+
+  bool close_data_array() {
+    auto& in = input();
+    const int64_t length = data_counts_.back();
+    data_counts_.pop_back();
+    const auto level = static_cast<size_t>(data_depth_ - 1);
+    if (in.dims.size() <= level) in.dims.resize(level + 1, -1);
+    if (in.dims[level] == -1) {
+      in.dims[level] = length;
+    } else if (in.dims[level] != length) {
+      return fail(where_input() + ": nested 'data' is ragged (lists at depth " + std::to_string(level + 1) +
+                  " have lengths " + std::to_string(in.dims[level]) + " and " + std::to_string(length) + ")");
+    }
+    --data_depth_;
+    stack_.pop_back();
+    if (data_depth_ == 0) stack_.back().key = Key::None;  // back in the input object
+    return true;
+  }
+
+  bool data_value(Value kind, const Scalar* number) {
+    auto& in = input();
+    if (kind == Value::String) {
+      return fail(where_input() + ": 'data' holds a string; string (BYTES) tensors are not supported");
+    }
+    if (kind == Value::Null) return fail(where_input() + ": 'data' holds null; expected numbers or booleans");
+    if (in.leaf_depth == 0) {
+      in.leaf_depth = data_depth_;
+    } else if (in.leaf_depth != data_depth_) {
+      return fail(where_input() + ": 'data' mixes numbers and nested arrays");
+    }
+    ++data_counts_.back();
+    const int64_t index = in.count++;
+    if (in.store == nullptr) {
+      if (in.deferred.size() < kMaxDeferred) {
+        in.deferred.push_back(*number);
+      } else {
+        in.deferred_overflow = true;  // counted only; a second pass will store it
+      }
+      return true;
+    }
+    if (index >= in.numel) {
+      return fail(where_input() + ": 'data' has more than the " + std::to_string(in.numel) +
+                  " elements of shape " + shape_text(in.shape));
+    }
+    const StoreError e = in.store(in.base, index, *number);
+    if (e != StoreError::None) {
+      return fail(where_input() + ": data element " + std::to_string(index) + ": " + describe_store_error(e, in.dtype));
+    }
+    return true;
+  }
+
+  Draft& draft_;
+  const ParseLimits& limits_;
+  const int64_t json_bytes_;
+  const std::vector<Hint>* hints_;
+  std::vector<Frame> stack_;
+  int data_depth_ = 0;
+  std::vector<int64_t> data_counts_;  // elements seen in each open array of "data"
+  std::string error_;
+};
+
+std::string input_label(const PendingInput& in) { return "input " + echo(in.name); }
+
+// JSON data that arrived before datatype or shape, or whose count must still be checked.
+torch::Tensor finish_json_data(PendingInput& in) {
+  const auto numel = checked_numel(in.shape);
+  if (!numel || in.count != *numel) {
+    throw InvalidInputError(input_label(in) + ": shape " + shape_text(in.shape) + " needs " +
+                            (numel ? std::to_string(*numel) : std::string("too many")) + " elements, 'data' holds " +
+                            std::to_string(in.count));
+  }
+  if (in.leaf_depth > 1) {
+    const std::vector<int64_t> nested(in.dims.begin(), in.dims.begin() + in.leaf_depth);
+    if (nested != in.shape) {
+      throw InvalidInputError(input_label(in) + ": nested 'data' has shape " + shape_text(nested) +
+                              ", which is not the declared shape " + shape_text(in.shape));
+    }
+  }
+  if (in.store != nullptr) return std::move(in.tensor);
+  if (in.deferred.size() != static_cast<size_t>(in.count)) throw Error("internal: deferred JSON data was not kept");
+  auto tensor = torch::empty(in.shape, torch::TensorOptions().dtype(in.dtype));
+  const StoreFn store = store_fn(in.dtype);
+  for (int64_t i = 0; i < in.count; ++i) {
+    const StoreError e = store(tensor.data_ptr(), i, in.deferred[static_cast<size_t>(i)]);
+    if (e != StoreError::None) {
+      throw InvalidInputError(input_label(in) + ": data element " + std::to_string(i) + ": " +
+                              describe_store_error(e, in.dtype));
+    }
+  }
+  return tensor;
+}
+
+template <typename T>
+void append_number(std::string& out, T value) {
+  char buffer[32];
+  if constexpr (std::is_floating_point_v<T>) {
+    // JSON has no NaN or infinity; the binary extension carries them exactly.
+    if (!std::isfinite(value)) {
+      out += "null";
+      return;
+    }
+  }
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  out.append(buffer, result.ptr);
+}
+
+template <typename T, typename As = T>
+void append_elements(std::string& out, const torch::Tensor& t) {
+  const T* data = t.const_data_ptr<T>();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    if (i) out += ',';
+    append_number(out, static_cast<As>(data[i]));
+  }
+}
+
+void append_data(std::string& out, const torch::Tensor& t) {
+  switch (t.scalar_type()) {
+    case torch::kFloat32:
+      return append_elements<float>(out, t);
+    case torch::kFloat64:
+      return append_elements<double>(out, t);
+    case torch::kFloat16:
+      return append_elements<c10::Half, float>(out, t);
+    case torch::kBFloat16:
+      return append_elements<c10::BFloat16, float>(out, t);
+    case torch::kInt8:
+      return append_elements<int8_t, int>(out, t);
+    case torch::kInt16:
+      return append_elements<int16_t>(out, t);
+    case torch::kInt32:
+      return append_elements<int32_t>(out, t);
+    case torch::kInt64:
+      return append_elements<int64_t>(out, t);
+    case torch::kUInt8:
+      return append_elements<uint8_t, unsigned>(out, t);
+    case torch::kUInt16:
+      return append_elements<uint16_t>(out, t);
+    case torch::kBool: {
+      const bool* data = t.const_data_ptr<bool>();
+      for (int64_t i = 0; i < t.numel(); ++i) out += i ? (data[i] ? ",true" : ",false") : (data[i] ? "true" : "false");
+      return;
+    }
+    default:
+      throw Error(std::string("model output of dtype ") + c10::toString(t.scalar_type()) +
+                  " cannot be encoded as JSON");
+  }
+}
+
+}  // namespace
+
+size_t parse_header_length(std::string_view value) {
+  size_t n = 0;
+  const auto* end = value.data() + value.size();
+  const auto result = std::from_chars(value.data(), end, n);
+  if (value.empty() || result.ec != std::errc() || result.ptr != end) {
+    throw InvalidInputError("Inference-Header-Content-Length must be a non-negative integer, got " + echo(value));
+  }
+  return n;
+}
+
+InferRequest parse_infer_request(std::string_view body, std::optional<size_t> json_bytes, const ParseLimits& limits) {
+  std::string_view json = body;
+  std::string_view binary;
+  if (json_bytes) {
+    if (*json_bytes > body.size()) {
+      throw InvalidInputError("Inference-Header-Content-Length is " + std::to_string(*json_bytes) +
+                              " but the body has only " + std::to_string(body.size()) + " bytes");
+    }
+    json = body.substr(0, *json_bytes);
+    binary = body.substr(*json_bytes);
+  }
+  if (json.empty()) throw InvalidInputError("empty request: expected a JSON inference request");
+  // nlohmann's lexer takes a NUL byte for the end of input; JSON never holds one raw.
+  if (const void* nul = std::memchr(json.data(), 0, json.size())) {
+    throw InvalidInputError("malformed JSON: NUL byte at offset " +
+                            std::to_string(static_cast<const char*>(nul) - json.data()));
+  }
+
+  const auto parse = [&](Draft& draft, const std::vector<Hint>* hints) {
+    RequestSax sax(draft, limits, json.size(), hints);
+    if (!nlohmann::json::sax_parse(json.data(), json.data() + json.size(), &sax)) {
+      throw InvalidInputError(sax.error().empty() ? std::string("malformed JSON") : sax.error());
+    }
+  };
+  Draft draft;
+  parse(draft, nullptr);
+  if (std::any_of(draft.inputs.begin(), draft.inputs.end(), [](const auto& in) {
+        return in.deferred_overflow && in.has_datatype && in.has_shape;
+      })) {
+    std::vector<Hint> hints;
+    for (const auto& in : draft.inputs) hints.push_back({in.has_datatype && in.has_shape, in.dtype, in.shape});
+    draft = Draft{};
+    parse(draft, &hints);
+  }
+  if (draft.inputs.empty()) throw InvalidInputError("the request has no 'inputs'");
+
+  InferRequest request;
+  request.id = std::move(draft.id);
+  request.binary_data_output = draft.binary_data_output;
+  request.inputs.reserve(draft.inputs.size());
+  size_t offset = 0;
+  for (size_t i = 0; i < draft.inputs.size(); ++i) {
+    auto& in = draft.inputs[i];
+    const std::string where = in.has_name ? input_label(in) : "inputs[" + std::to_string(i) + "]";
+    if (!in.has_name) throw InvalidInputError(where + " has no 'name'");
+    if (!in.has_datatype) throw InvalidInputError(where + " has no 'datatype'");
+    if (!in.has_shape) throw InvalidInputError(where + " has no 'shape'");
+    if (in.has_data && in.binary_data_size) {
+      throw InvalidInputError(where + " has both 'data' and parameters.binary_data_size; give one");
+    }
+    torch::Tensor tensor;
+    if (in.binary_data_size) {
+      if (!json_bytes) {
+        throw InvalidInputError(where +
+                                " has parameters.binary_data_size but the request has no "
+                                "Inference-Header-Content-Length header");
+      }
+      const auto numel = checked_numel(in.shape);
+      const int64_t element_size = static_cast<int64_t>(c10::elementSize(in.dtype));
+      int64_t expected = 0;
+      if (!numel || __builtin_mul_overflow(*numel, element_size, &expected) || expected != *in.binary_data_size) {
+        throw InvalidInputError(where + ": binary_data_size is " + std::to_string(*in.binary_data_size) +
+                                " bytes, but shape " + shape_text(in.shape) + " of " + dtype_name(in.dtype) +
+                                " needs " + (numel ? std::to_string(expected) : std::string("more")) + " bytes");
+      }
+      const auto size = static_cast<size_t>(expected);
+      if (size > binary.size() - offset) {
+        throw InvalidInputError(where + ": its " + std::to_string(size) + " bytes of binary data run past the end " +
+                                "of the body (" + std::to_string(binary.size() - offset) + " bytes left)");
+      }
+      tensor = torch::empty(in.shape, torch::TensorOptions().dtype(in.dtype));
+      if (size) std::memcpy(tensor.data_ptr(), binary.data() + offset, size);
+      offset += size;
+    } else if (in.has_data) {
+      tensor = finish_json_data(in);
+    } else {
+      throw InvalidInputError(where + " has no 'data' (or parameters.binary_data_size)");
+    }
+    request.inputs.emplace_back(std::move(in.name), std::move(tensor));
+  }
+  if (offset != binary.size()) {
+    throw InvalidInputError("the body holds " + std::to_string(binary.size()) +
+                            " bytes after the JSON header, but the inputs' binary_data_size add up to " +
+                            std::to_string(offset));
+  }
+  for (size_t i = 0; i < draft.outputs.size(); ++i) {
+    auto& out = draft.outputs[i];
+    if (!out.has_name) throw InvalidInputError("outputs[" + std::to_string(i) + "] has no 'name'");
+    request.outputs.push_back({std::move(out.name), out.binary_data});
+  }
+  return request;
+}
+
+std::vector<OutputSelection> select_outputs(const ModelConfig& config, const InferRequest& request) {
+  std::vector<OutputSelection> selection;
+  if (request.outputs.empty()) {
+    for (size_t i = 0; i < config.outputs.size(); ++i) selection.push_back({i, request.binary_data_output});
+    return selection;
+  }
+  for (const auto& wanted : request.outputs) {
+    size_t index = config.outputs.size();
+    for (size_t i = 0; i < config.outputs.size(); ++i) {
+      if (config.outputs[i].name == wanted.name) index = i;
+    }
+    if (index == config.outputs.size()) {
+      std::string names;
+      for (const auto& spec : config.outputs) names += (names.empty() ? "'" : ", '") + spec.name + "'";
+      throw InvalidInputError("model '" + config.name + "' has no output " + echo(wanted.name) + " (outputs: " +
+                              names + ")");
+    }
+    for (const auto& s : selection) {
+      if (s.index == index) throw InvalidInputError("output " + echo(wanted.name) + " requested more than once");
+    }
+    selection.push_back({index, wanted.binary_data.value_or(request.binary_data_output)});
+  }
+  return selection;
+}
+
+EncodedResponse encode_infer_response(const ModelConfig& config, const std::string& model_version,
+                                      const std::optional<std::string>& id,
+                                      const std::vector<OutputSelection>& selection,
+                                      const std::vector<torch::Tensor>& outputs) {
+  if (outputs.size() != config.outputs.size()) {
+    throw Error("model '" + config.name + "' returned " + std::to_string(outputs.size()) + " outputs, config.json declares " +
+                std::to_string(config.outputs.size()));
+  }
+  std::vector<torch::Tensor> tensors;
+  size_t estimate = 128;
+  for (const auto& s : selection) {
+    auto t = outputs[s.index];
+    if (!t.device().is_cpu()) t = t.cpu();
+    tensors.push_back(t.contiguous());
+    estimate += 96 + static_cast<size_t>(tensors.back().numel()) * (s.binary ? 0 : 14);
+  }
+
+  EncodedResponse response;
+  std::string& out = response.body;
+  out.reserve(estimate);
+  out += "{\"model_name\":";
+  append_json_string(out, config.name);
+  out += ",\"model_version\":";
+  append_json_string(out, model_version);
+  if (id) {
+    out += ",\"id\":";
+    append_json_string(out, *id);
+  }
+  out += ",\"outputs\":[";
+  bool any_binary = false;
+  for (size_t k = 0; k < selection.size(); ++k) {
+    const auto& t = tensors[k];
+    std::string datatype;
+    try {
+      datatype = dtype_name(t.scalar_type());
+    } catch (const InvalidInputError& e) {
+      throw Error(std::string("model output '") + config.outputs[selection[k].index].name + "': " + e.what());
+    }
+    if (k) out += ',';
+    out += "{\"name\":";
+    append_json_string(out, config.outputs[selection[k].index].name);
+    out += ",\"datatype\":\"";
+    out += datatype;
+    out += "\",\"shape\":[";
+    for (int64_t d = 0; d < t.dim(); ++d) {
+      if (d) out += ',';
+      append_number(out, t.size(d));
+    }
+    if (selection[k].binary) {
+      any_binary = true;
+      out += "],\"parameters\":{\"binary_data_size\":";
+      append_number(out, t.nbytes());
+      out += "}}";
+    } else {
+      out += "],\"data\":[";
+      append_data(out, t);
+      out += "]}";
+    }
+  }
+  out += "]}";
+  if (any_binary) {
+    response.json_bytes = out.size();
+    size_t total = out.size();
+    for (size_t k = 0; k < selection.size(); ++k) total += selection[k].binary ? tensors[k].nbytes() : 0;
+    out.reserve(total);
+    for (size_t k = 0; k < selection.size(); ++k) {
+      if (!selection[k].binary) continue;
+      out.append(static_cast<const char*>(tensors[k].const_data_ptr()), tensors[k].nbytes());
+    }
+  }
+  return response;
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (u < 0x20) {
+          out += "\\u00";
+          out += kHex[u >> 4];
+          out += kHex[u & 0xf];
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+}  // namespace torchship::serve

@@ -1,0 +1,113 @@
+"""Run: .venv/bin/python -m pytest tests/server/test_load.py -q
+
+Under concurrent load the dynamic batcher forms batches larger than one, and
+every caller still gets the rows of its own request. SIGTERM with requests in
+flight loses none of them, and the server exits 0.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from torchship import tolerance
+from torchship.client import Client, ServerError
+from torchship.server_process import ServerProcess
+from torchship.training.checkpoint import build_model, load_checkpoint
+
+StartServer = Callable[..., ServerProcess]
+
+MODEL = "thermometer_linear"
+LABELS = f'model="{MODEL}",version="1"'
+
+
+def metric(server: ServerProcess, sample: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    m = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+    assert m, f"{sample} not in /metrics"
+    return float(m.group(1))
+
+
+def test_concurrent_callers_get_their_own_rows_in_shared_batches(
+    start_server: StartServer, thermometer_repository: Path, thermometer_checkpoint: Path
+) -> None:
+    server = start_server(thermometer_repository, "--max-queue-delay-us", "2000", log_level="warning")
+    eager = build_model(load_checkpoint(thermometer_checkpoint)).eval()
+    clients, per_client = 16, 60
+    failures: list[str] = []
+
+    def work(k: int) -> None:
+        with Client(server.url) as client:
+            for i in range(per_client):
+                rows = 1 + (k + i) % 3  # requests of 1-3 rows share batches
+                x = torch.arange(rows, dtype=torch.float32).reshape(rows, 1) + 1000.0 * k + i
+                got = client.infer(MODEL, x, binary_inputs=i % 2 == 1, binary_outputs=i % 3 == 0)["t_c"]
+                with torch.no_grad():
+                    want = eager(x)
+                c = tolerance.compare(got, want, tolerance.tolerance("server"))
+                if not c.ok:
+                    failures.append(f"client {k} request {i}: {c}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:5]
+    assert metric(server, f"torchship_inference_success_total{{{LABELS}}}") == clients * per_client
+    batches = metric(server, f"torchship_batch_size_count{{{LABELS}}}")
+    single = metric(server, f'torchship_batch_size_bucket{{{LABELS},le="1"}}')
+    rows = metric(server, f"torchship_batch_size_sum{{{LABELS}}}")
+    shared = batches - single
+    print(f"{clients * per_client} requests, {rows:.0f} rows in {batches:.0f} batches ({shared:.0f} of them > 1 row)")
+    assert batches - single > 0, "no batch held more than one row"
+    assert batches < clients * per_client  # requests shared batches
+    assert server.stop() == 0
+
+
+def test_sigterm_finishes_requests_in_flight(
+    start_server: StartServer, thermometer_repository: Path, thermometer_checkpoint: Path
+) -> None:
+    # Requests wait up to 0.5 s in the queue for company: long enough to be caught in flight.
+    server = start_server(thermometer_repository, "--max-queue-delay-us", "500000")
+    eager = build_model(load_checkpoint(thermometer_checkpoint)).eval()
+    n = 16
+    results: dict[int, torch.Tensor | BaseException] = {}
+
+    def send(k: int) -> None:
+        try:
+            with Client(server.url) as client:
+                results[k] = client.infer(MODEL, torch.tensor([[float(k)]]))["t_c"]
+        except (httpx.HTTPError, ServerError) as e:
+            results[k] = e
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while metric(server, f"torchship_inflight_requests{{{LABELS}}}") < n:
+        assert time.monotonic() < deadline, "requests never got in flight"
+        # Paces the poll; the requests are what we are waiting for.
+        threads[0].join(timeout=0.005)
+    assert server.proc is not None
+    server.proc.send_signal(15)  # SIGTERM while all n wait in the batcher's queue
+    for t in threads:
+        t.join()
+    assert server.proc.wait(timeout=30) == 0, server.log()
+    lost = {k: r for k, r in results.items() if not isinstance(r, torch.Tensor)}
+    assert not lost and len(results) == n, lost
+    with torch.no_grad():
+        for k, got in results.items():
+            tolerance.assert_close(
+                got, eager(torch.tensor([[float(k)]])), tolerance.tolerance("server"), f"request {k}"
+            )
+    assert "draining" in server.log() and "stopped" in server.log()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v2/health/live")
