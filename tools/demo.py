@@ -2,55 +2,102 @@
 
     make demo
 
-Today: train the chapter 5 thermometer model with the book's settings, export
-it (TorchScript, ONNX, .pt2, each verified against eager), load it in the
-native C++ runtime, and print its predictions beside eager PyTorch's.
+train (thermometer linear + MLP from the book's chapter 5/6 data, a CNN on scikit-learn's digits)
+-> export (TorchScript, ONNX, .pt2, each verified against eager)
+-> start torchship-server -> send requests with the client -> predictions
+-> the parity table over every runtime -> stop the server cleanly (SIGTERM, exit 0).
+Everything lands in demo_output/.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
 
-from torchship import tolerance
-from torchship.export import export_checkpoint
-from torchship.export.pipeline import format_table
-from torchship.runtime import Runtime
-from torchship.training import thermometer
-from torchship.training.checkpoint import build_model, load_checkpoint
-
 OUT = Path("demo_output")
+CKPT = OUT / "checkpoints"
+REPO = OUT / "model_repository"
+TORCHSHIP = str(Path(sys.executable).with_name("torchship"))
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m", flush=True)
+
+
+def cli(*args: str) -> None:
+    subprocess.run([TORCHSHIP, *args], check=True)
 
 
 def main() -> None:
+    began = time.perf_counter()
     shutil.rmtree(OUT, ignore_errors=True)
-    print("== 1. train: chapter 5 thermometer model (5000 epochs, lr 1e-2, input scale 0.1)")
-    cfg = thermometer.ThermometerConfig()
-    result = thermometer.train_linear(cfg)
-    ckpt = thermometer.save_result(result, "thermometer_linear", cfg, OUT / "checkpoints" / "thermometer_linear.ckpt")
-    w, b = float(result.model.w), float(result.model.b)
-    print(f"   w = {w:.4f}, b = {b:.4f}, loss = {result.train_loss:.6f}   (book: 5.3671, -17.3012, 2.927647)")
 
-    print("== 2. export: TorchScript, ONNX, .pt2 — each verified against eager")
-    exported = export_checkpoint(ckpt, OUT / "model_repository")
-    print(format_table(exported.rows))
+    step("1/6 train: chapter 5 linear model, chapter 6 MLP, chapter 8 Net on scikit-learn's 8x8 digits")
+    cli("train", "thermometer-linear", "--out", str(CKPT / "thermometer_linear.ckpt"))
+    print("   (book, chapter 5: w 5.3671, b -17.3012, loss 2.927647)")
+    cli("train", "thermometer-mlp", "--out", str(CKPT / "thermometer_mlp.ckpt"))
+    cli("train", "digits-net", "--epochs", "8", "--tb-dir", str(OUT / "runs"), "--out", str(CKPT / "digits_net.ckpt"))
 
-    print("== 3. native C++ runtime (torchship._C) vs eager PyTorch")
-    eager = build_model(load_checkpoint(ckpt))
-    readings = torch.tensor([[35.7], [55.9], [81.9], [21.8]])
-    with torch.no_grad():
-        expected = eager(readings)
-    for fmt in ("torchscript", "pt2"):
-        with Runtime(OUT / "model_repository", device="cpu", format=fmt) as rt:
-            got = rt.model("thermometer_linear").infer(readings)
-        c = tolerance.compare(got, expected, tolerance.SAME_ARTIFACT_TOL)
-        print(f"   {fmt:<12} max abs diff vs eager {c.max_abs:.2e}  ({'ok' if c.ok else 'FAIL'})")
-    print(f"   {'t_u':>8} {'eager °C':>10} {'native °C':>10}")
-    for t_u, e, g in zip(readings[:, 0], expected[:, 0], got[:, 0], strict=True):
-        print(f"   {float(t_u):>8.1f} {float(e):>10.4f} {float(g):>10.4f}")
-    print(f"done: artifacts in {OUT}/model_repository")
+    step("2/6 export: TorchScript + ONNX + .pt2, each verified against eager PyTorch before it counts")
+    for name in ("thermometer_linear", "thermometer_mlp", "digits_net"):
+        cli("export", str(CKPT / f"{name}.ckpt"), "--repository", str(REPO))
+    # An architecture with two outputs (logits, probabilities), untrained and labelled as such.
+    cli(
+        "export", "luna_classifier", "--repository", str(REPO), "--formats", "torchscript,onnx", "--max-batch-size", "8"
+    )
+
+    from torchship.client import Client
+    from torchship.data.digits import digits
+    from torchship.server_process import ServerProcess
+
+    step("3/6 serve: torchship-server (C++, LibTorch, dynamic batching) on a free loopback port")
+    server = ServerProcess(REPO, "--device", "cpu", log_path=OUT / "server.log").start()
+    print(f"   ready at {server.url} (pid {server.pid}); log in {server.log_path}")
+    try:
+        with Client(server.url) as client:
+            step("4/6 predict: requests through the Open Inference Protocol")
+            readings = torch.tensor([[35.7], [55.9], [81.9], [21.8]])
+            for name in ("thermometer_linear", "thermometer_mlp"):
+                celsius = client.infer(name, readings)["t_c"]
+                pairs = ", ".join(
+                    f"{float(u):.1f} -> {float(c):.2f} °C" for u, c in zip(readings[:, 0], celsius[:, 0], strict=True)
+                )
+                print(f"   {name:<19} {pairs}")
+            val = digits().val
+            images, labels = val.images[:200], val.labels[:200]
+            logits = client.infer("digits_net", images, binary_inputs=True, binary_outputs=True)["logits"]
+            predicted = logits.argmax(1)
+            accuracy = float((predicted == labels).float().mean())
+            print(f"   digits_net: first 12 validation digits predicted {predicted[:12].tolist()}")
+            print(f"                                      true labels {labels[:12].tolist()}")
+            print(f"   digits_net: {accuracy:.1%} of 200 held-out digits right (binary tensor protocol)")
+
+            step("5/6 parity: every model through every runtime against eager PyTorch")
+            subprocess.run(
+                [
+                    TORCHSHIP,
+                    "parity",
+                    "--repository",
+                    str(REPO),
+                    "--server-url",
+                    server.url,
+                    "--markdown",
+                    str(OUT / "parity.md"),
+                ],
+                check=True,
+            )
+    finally:
+        step("6/6 stop: SIGTERM, drain, exit")
+        code = server.stop()
+        print(f"   torchship-server exited with code {code}")
+    print(f"\ndone in {time.perf_counter() - began:.0f} s; everything is in {OUT}/")
+    if code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
