@@ -76,11 +76,36 @@ def _predict(args: argparse.Namespace) -> int:
             names = [i["name"] for i in metadata["inputs"]]
             raise ValueError(f"model {args.model!r} takes {len(names)} inputs {names}; predict sends one")
         spec = metadata["inputs"][0]
-        x = load_input(args.input, dtype_of(spec["datatype"]))
+        config = _config(args)
+        if args.input.suffix.lower() in IMAGE_SUFFIXES:
+            if config is None:
+                raise ValueError(f"{args.input} is an image: pass --repository so its preprocessing can be applied")
+            from torchship.preprocess import load_image
+
+            x = load_image(str(args.input), config.get("preprocessing") or {})
+        else:
+            x = load_input(args.input, dtype_of(spec["datatype"]))
         outputs = client.infer(args.model, {spec["name"]: x}, binary_inputs=args.binary, binary_outputs=args.binary)
+    labels = (config or {}).get("labels")
     for name, t in outputs.items():
-        print(f"{name}: {t.tolist()}")
+        if labels and t.dim() == 2 and t.shape[1] == len(labels):
+            top = torch.softmax(t.float(), dim=1)[0].topk(min(5, len(labels)))
+            pairs = zip(top.values, top.indices, strict=True)
+            ranked = ", ".join(f"{labels[i]} {100 * float(p):.2f}%" for p, i in pairs)
+            print(f"{name}: {ranked}")
+        else:
+            print(f"{name}: {t.tolist()}")
     return 0
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def _config(args: argparse.Namespace) -> dict | None:
+    """The model's config.json from the repository (preprocessing, labels), when --repository is given."""
+    if args.repository is None:
+        return None
+    return json.loads((args.repository / args.model / "config.json").read_text())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +117,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="send one input to a running torchship server and print the outputs")
     p.add_argument("--model", required=True, help="model name on the server")
-    p.add_argument("--input", type=Path, required=True, help="input tensor: a .npy file or a .json nested list")
+    p.add_argument(
+        "--input", type=Path, required=True, help="a .npy file, a .json nested list, or an image (needs --repository)"
+    )
+    p.add_argument(
+        "--repository",
+        type=Path,
+        help="the server's model repository: images get the model's preprocessing from its config.json, "
+        "and classifier outputs are printed as its top-5 labels",
+    )
     p.add_argument("--url", default="http://127.0.0.1:8000", help="server URL (default %(default)s)")
     p.add_argument("--binary", action="store_true", help="use the binary tensor data extension both ways")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
