@@ -19,5 +19,8 @@ format: setup
 	.venv/bin/ruff format python tests export tools
 	clang-format -i cpp/*/*.cpp cpp/*/*/*.h cpp/*/*.h 2>/dev/null || true
 
+bench: setup
+	.venv/bin/python benchmarks/run.py
+
 clean:
 	rm -rf build model_repository checkpoints runs demo_output

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import statistics
@@ -29,11 +28,12 @@ import httpx
 import numpy as np
 import torch
 
+from torchship.server_process import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 CONCURRENCY = (1, 4, 16, 64)
-SERVER_PORT_LINE = re.compile(r"(?:listening|port)\D*?(\d{2,5})", re.IGNORECASE)
 # model -> (one request's input shape, input name)
 MODELS = {"thermometer_mlp": ((1, 1), "t_u"), "resnet18": ((1, 3, 224, 224), "image")}
 
@@ -101,28 +101,24 @@ def cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def server(kind: str, repo: Path, model: str, extra: list[str]) -> Iterator[tuple[str, int]]:
+    """A torchship-server (via torchship.server_process) or the Flask baseline; yields (url, pid)."""
     if kind == "torchship":
-        cmd = [str(BIN / "torchship-server"), "--model-repository", str(repo), "--http-port", "0", *extra]
-    else:
-        cmd = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "flask_baseline.py"),
-            str(repo / model / "1" / "model.pt"),
-            "--name",
-            model,
-            "--port",
-            str(free_port()),
-        ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        with ServerProcess(repo, *extra, log_path=WORK / "torchship-server.log") as srv:
+            yield srv.url, srv.pid
+        return
+    port = free_port()
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "flask_baseline.py"),
+        str(repo / model / "1" / "model.pt"),
+        "--name",
+        model,
+        "--port",
+        str(port),
+    ]
+    with (WORK / "flask.log").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        port = None
-        for line in proc.stdout:  # type: ignore[union-attr]
-            m = SERVER_PORT_LINE.search(line)
-            if m:
-                port = int(m.group(1))
-                break
-        if port is None:
-            raise RuntimeError(f"{kind} server exited without printing its port: {' '.join(cmd)}")
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)
         yield url, proc.pid
