@@ -25,7 +25,7 @@ bool same_item_shapes(const std::vector<torch::Tensor>& a, const std::vector<tor
 }  // namespace
 
 DynamicBatcher::DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats)
-    : options_(options), run_(std::move(run)), stats_(stats) {
+    : options_(options), run_(std::move(run)), stats_(stats), instance_busy_(static_cast<size_t>(options.num_workers)) {
   for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -54,7 +54,49 @@ std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
   return future;
 }
 
+int DynamicBatcher::claim_free_instance() {
+  for (size_t i = 0; i < instance_busy_.size(); ++i) {
+    if (!instance_busy_[i]) {
+      instance_busy_[i] = 1;
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+void DynamicBatcher::release_instance(int instance) {
+  {
+    std::lock_guard lock(mutex_);
+    instance_busy_[static_cast<size_t>(instance)] = 0;
+    if (queue_.empty()) return;
+  }
+  work_available_.notify_all();  // the worker of this instance may be waiting for it
+}
+
 DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::chrono::microseconds> timeout) {
+  if (options_.max_queue_delay.count() == 0) {
+    std::unique_lock lock(mutex_);
+    if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
+    const int instance = queue_.empty() ? claim_free_instance() : -1;
+    if (instance >= 0) {
+      // Idle model: run on this thread. Nobody is queued ahead, so order is kept.
+      ++callers_running_;
+      lock.unlock();
+      std::vector<Request> batch(1);
+      batch[0].rows = inputs.empty() ? 0 : inputs.front().size(0);
+      batch[0].inputs = std::move(inputs);
+      batch[0].enqueued = Clock::now();
+      auto future = batch[0].promise.get_future();
+      execute(instance, batch);
+      release_instance(instance);
+      {
+        std::lock_guard done(mutex_);
+        --callers_running_;
+      }
+      callers_done_.notify_all();
+      return future.get();
+    }
+  }
   std::optional<Clock::time_point> deadline;
   if (timeout) deadline = Clock::now() + *timeout;
   auto future = submit(std::move(inputs), deadline);
@@ -67,8 +109,9 @@ DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::c
 void DynamicBatcher::shutdown() {
   std::lock_guard join_lock(shutdown_mutex_);
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     stopping_ = true;
+    callers_done_.wait(lock, [&] { return callers_running_ == 0; });
   }
   work_available_.notify_all();
   for (auto& worker : workers_) {
@@ -81,7 +124,8 @@ void DynamicBatcher::worker_loop(int worker) {
     std::vector<Request> batch;
     {
       std::unique_lock lock(mutex_);
-      work_available_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      const auto mine = static_cast<size_t>(worker);
+      work_available_.wait(lock, [&] { return (stopping_ && queue_.empty()) || (!queue_.empty() && !instance_busy_[mine]); });
       if (queue_.empty()) return;  // stopping, and everything queued has been taken
       if (options_.max_queue_delay.count() > 0 && !stopping_ && queued_rows_ < options_.max_batch_size) {
         // Give the batch a little time to fill, counted from the oldest request's arrival.
@@ -89,13 +133,15 @@ void DynamicBatcher::worker_loop(int worker) {
         work_available_.wait_until(lock, until, [&] {
           return stopping_ || queue_.empty() || queued_rows_ >= options_.max_batch_size;
         });
-        if (queue_.empty()) continue;  // another worker took them
+        if (queue_.empty() || instance_busy_[mine]) continue;  // taken meanwhile
       }
       batch = take_batch(lock);
+      instance_busy_[mine] = 1;
       stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
       if (!queue_.empty()) work_available_.notify_one();
     }
     execute(worker, batch);
+    release_instance(worker);
   }
 }
 

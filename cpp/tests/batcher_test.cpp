@@ -224,3 +224,38 @@ TEST(Batcher, ModelErrorsReachEveryCallerOfTheBatch) {
   EXPECT_THROW(batcher.run(rows({1})), std::runtime_error);
   EXPECT_NO_THROW(batcher.shutdown());
 }
+
+TEST(Batcher, IdleModelRunsOnTheCallersThreadAndBusyOneQueues) {
+  ModelStats stats(4);
+  std::mutex mutex;
+  std::vector<std::thread::id> ran_on;
+  std::atomic<bool> gate_open{true};
+  DynamicBatcher batcher(
+      options(4),
+      [&](int, const Tensors& batch) -> Tensors {
+        {
+          std::lock_guard lock(mutex);
+          ran_on.push_back(std::this_thread::get_id());
+        }
+        while (!gate_open.load()) std::this_thread::sleep_for(100us);
+        return {batch[0] * 2};
+      },
+      stats);
+  EXPECT_FLOAT_EQ(batcher.run(rows({3}))[0].item<float>(), 6.0f);
+  ASSERT_EQ(ran_on.size(), 1u);
+  EXPECT_EQ(ran_on[0], std::this_thread::get_id());  // no hand-off to a worker at low load
+
+  gate_open = false;  // hold the only instance on another caller's thread...
+  std::thread holder([&] { batcher.run(rows({1})); });
+  wait_until([&] {
+    std::lock_guard lock(mutex);
+    return ran_on.size() == 2;
+  });
+  auto queued = batcher.submit(rows({5}));  // ...so this one must wait in the queue for it
+  EXPECT_EQ(queued.wait_for(20ms), std::future_status::timeout);
+  gate_open = true;
+  holder.join();
+  EXPECT_FLOAT_EQ(queued.get()[0].item<float>(), 10.0f);
+  std::lock_guard lock(mutex);
+  EXPECT_NE(ran_on[2], std::this_thread::get_id());  // the worker took it
+}

@@ -4,8 +4,10 @@
 // requests as fit in max_batch_size, concatenate them along dim 0, run once
 // and hand every caller its own rows back, in order.
 //
-// Low load pays no batching tax: with max_queue_delay = 0 a free worker runs
-// whatever is queued at once; batches grow by themselves while workers are busy.
+// Low load pays no batching tax: with max_queue_delay = 0, a run() that finds
+// the queue empty and an instance free executes on the caller's own thread (no
+// hand-off to a worker and back); otherwise a free worker runs whatever is
+// queued at once, and batches grow by themselves while instances are busy.
 #include <torch/types.h>
 
 #include <chrono>
@@ -60,6 +62,8 @@ class DynamicBatcher {
   };
 
   void worker_loop(int worker);
+  int claim_free_instance();  // under mutex_; -1 when every instance is busy
+  void release_instance(int instance);
   std::vector<Request> take_batch(std::unique_lock<std::mutex>& lock);
   void execute(int worker, std::vector<Request>& batch);
 
@@ -73,6 +77,9 @@ class DynamicBatcher {
   std::deque<Request> queue_;
   int64_t queued_rows_ = 0;
   bool stopping_ = false;
+  std::vector<char> instance_busy_;  // instance i runs a batch (its worker's or a caller's)
+  int callers_running_ = 0;          // run() calls executing on their own thread
+  std::condition_variable callers_done_;
   std::vector<std::thread> workers_;
 };
 
