@@ -7,6 +7,7 @@ called through torchship._C, equals eager PyTorch.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -110,3 +111,20 @@ def test_config_is_the_exported_contract(rt: runtime.Runtime, thermometer_reposi
     on_disk = json.loads((thermometer_repository / "thermometer_linear" / "config.json").read_text())
     assert model.config == on_disk
     assert model.input_names == ["t_u"] and model.output_names == ["t_c"]
+
+
+def test_numpy_contiguous_input_is_not_copied() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(6, 1)
+    assert runtime._as_tensor(x, "t_u").data_ptr() == x.ctypes.data  # zero-copy
+    strided = np.arange(12, dtype=np.float32).reshape(6, 2)[:, :1]
+    t = runtime._as_tensor(strided, "t_u")
+    assert t.is_contiguous() and torch.equal(t, torch.from_numpy(strided.copy()))
+
+
+def test_a_build_for_another_torch_is_refused_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchship
+    from torchship import _build_info
+
+    monkeypatch.setattr(_build_info, "TORCH_VERSION", "1.0.0")
+    with pytest.raises(ImportError, match=rf"built against torch 1\.0\.0 but torch {re.escape(torch.__version__)}"):
+        torchship._check_native_build()

@@ -1,0 +1,119 @@
+"""Soak and overload runs for torchship-server (separate commands, never in CI).
+
+    .venv/bin/python benchmarks/soak.py            # both; writes docs/soak.md
+
+Soak: >= 100,000 keep-alive requests to the thermometer MLP in ten rounds, resident memory (VmRSS)
+sampled after each round; it must stay flat after warm-up.
+Overload: ResNet-18 with a tiny queue (--max-queue-size 2) at 64 connections: the server answers 503
+(+ Retry-After) instead of growing, memory stays bounded, and afterwards a request succeeds at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import WORK, prepare_repository, run_wrk, write_payloads
+from torchship.server_process import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def single_repo(repo: Path, model: str) -> Path:
+    path = WORK / f"repo_{model}"
+    if not path.exists():
+        path.mkdir(parents=True)
+        (path / model).symlink_to(repo / model, target_is_directory=True)
+    return path
+
+
+def soak(repo: Path, rounds: int, seconds: int) -> list[str]:
+    payload = write_payloads(repo, "thermometer_mlp")["json"]
+    lines = [
+        "## Soak: thermometer_mlp, JSON, 16 keep-alive connections",
+        "",
+        "| round | requests (total) | errors | req/s | RSS MB |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    with ServerProcess(single_repo(repo, "thermometer_mlp"), log_path=WORK / "soak.log") as srv:
+        total = 0
+        lines.append(f"| start | 0 | 0 | — | {rss_mb(srv.pid):.1f} |")
+        for i in range(1, rounds + 1):
+            r = run_wrk(srv.url, "thermometer_mlp", payload, 16, seconds)
+            total += r["requests"]
+            errors = r["errors_status"] + r["errors_connect"] + r["errors_read"] + r["errors_timeout"]
+            rate = r["requests"] / (r["duration_us"] / 1e6)
+            lines.append(f"| {i} | {total:,} | {errors} | {rate:,.0f} | {rss_mb(srv.pid):.1f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def overload(repo: Path, seconds: int) -> list[str]:
+    payload = write_payloads(repo, "resnet18")["binary"]
+    lines = ["## Overload: resnet18, binary, 64 connections, --max-queue-size 2", ""]
+    args = ("--max-queue-size", "2", "--intra-op-threads", "2")
+    with ServerProcess(single_repo(repo, "resnet18"), *args, log_path=WORK / "overload.log") as srv:
+        before = rss_mb(srv.pid)
+        peak = before
+        r = run_wrk(srv.url, "resnet18", payload, 64, seconds)
+        peak = max(peak, rss_mb(srv.pid))
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        overloaded = [ln for ln in metrics.splitlines() if "overload" in ln and not ln.startswith("#")]
+        t0 = time.perf_counter()
+        body = payload[0].read_bytes()
+        header_len = int(payload[2])
+        resp = httpx.post(
+            f"{srv.url}/v2/models/resnet18/infer",
+            content=body,
+            headers={"Inference-Header-Content-Length": str(header_len), "Content-Type": "application/octet-stream"},
+            timeout=30,
+        )
+        after_s = time.perf_counter() - t0
+        ok = r["requests"] - r["errors_status"]
+        lines += [
+            f"- {r['requests']:,} responses in {seconds} s: {ok:,} answered 200, {r['errors_status']:,} refused "
+            f"(503 + Retry-After), {r['errors_connect'] + r['errors_read'] + r['errors_timeout']} transport errors.",
+            f"- Resident memory: {before:.1f} MB before, {peak:.1f} MB after the overload.",
+            f"- Metrics: `{'; '.join(overloaded) or '(none)'}`",
+            f"- Recovery: the next request answered {resp.status_code} in {after_s * 1e3:.0f} ms.",
+        ]
+        print("\n".join(lines), flush=True)
+        assert resp.status_code == 200 and np.isfinite(after_s)
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--seconds", type=int, default=6, help="per soak round (default %(default)s)")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "soak.md")
+    args = p.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    repo = prepare_repository(["thermometer_mlp", "resnet18"])
+    lines = [
+        "# Soak and overload",
+        "",
+        f"Measured by `.venv/bin/python benchmarks/soak.py` "
+        f"(--rounds {args.rounds} --seconds {args.seconds}) on the benchmark machine of docs/benchmarks.md.",
+        "",
+    ]
+    lines += [*soak(repo, args.rounds, args.seconds), "", *overload(repo, 10)]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
