@@ -29,7 +29,7 @@ Runner = Callable[..., tuple[torch.Tensor, ...]]
 
 
 @dataclass(frozen=True)
-class ParityRow:
+class ParityRow(tolerance.WithinBound):
     model: str
     runtime: str
     batch_size: int
@@ -38,14 +38,6 @@ class ParityRow:
     mean_abs: float
     atol: float
     scale: float = 1.0  # the tolerance policy's bound is atol * max(1, max |eager output|)
-
-    @property
-    def bound(self) -> float:
-        return self.atol * self.scale
-
-    @property
-    def ok(self) -> bool:
-        return self.max_abs <= self.bound
 
 
 @dataclass(frozen=True)

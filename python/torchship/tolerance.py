@@ -55,12 +55,13 @@ def magnitude_scale(expected: torch.Tensor) -> float:
     return max(1.0, float(finite.abs().max()))
 
 
-@dataclass(frozen=True)
-class Comparison:
+class WithinBound:
+    """The policy's verdict for anything carrying ``max_abs``, ``atol`` and ``scale`` (comparisons,
+    export verification rows, parity rows): one definition of "close enough"."""
+
     max_abs: float
-    mean_abs: float
     atol: float
-    scale: float = 1.0  # max(1, max |expected|)
+    scale: float
 
     @property
     def bound(self) -> float:
@@ -69,6 +70,14 @@ class Comparison:
     @property
     def ok(self) -> bool:
         return self.max_abs <= self.bound
+
+
+@dataclass(frozen=True)
+class Comparison(WithinBound):
+    max_abs: float
+    mean_abs: float
+    atol: float
+    scale: float = 1.0  # max(1, max |expected|)
 
     def __str__(self) -> str:
         verdict = "ok" if self.ok else "FAIL"

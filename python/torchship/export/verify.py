@@ -21,7 +21,7 @@ from torchship.models.registry import TensorSpec
 
 
 @dataclass(frozen=True)
-class VerificationRow:
+class VerificationRow(tolerance.WithinBound):
     format: str
     output: str
     batch_size: int
@@ -31,14 +31,6 @@ class VerificationRow:
     device: str = "cpu"
     sample_shape: str = ""  # the first input's shape without the batch, e.g. "3x64x64"
     scale: float = 1.0  # max(1, max |eager output|): the policy's bound is atol * scale
-
-    @property
-    def bound(self) -> float:
-        return self.atol * self.scale
-
-    @property
-    def ok(self) -> bool:
-        return self.max_abs <= self.bound
 
 
 @dataclass(frozen=True)
