@@ -51,6 +51,78 @@ def _plot(results: dict, png: Path) -> None:
     plt.close(fig)
 
 
+def _best(results: dict, model: str, server: str, protocol: str, concurrency: int | None = None) -> dict | None:
+    pts = [
+        p
+        for p in results["points"]
+        if p["model"] == model
+        and p["server"] == server
+        and p["protocol"] == protocol
+        and (concurrency is None or p["concurrency"] == concurrency)
+    ]
+    return max(pts, key=lambda p: p["rps"]) if pts else None
+
+
+def _targets(results: dict) -> list[str]:
+    """The issue's targets, each judged from this run's numbers."""
+    rows = []
+
+    def row(target: str, measured: str, met: bool) -> None:
+        rows.append(f"| {target} | {measured} | {'met' if met else 'not met'} |")
+
+    if "thermometer_mlp" in results["in_process"]:
+        best = _best(results, "thermometer_mlp", "torchship", "json")
+        c1 = _best(results, "thermometer_mlp", "torchship", "json", 1)
+        if best:
+            row(
+                "MLP >= 15,000 req/s (JSON, keep-alive)",
+                f"{best['rps']:,.0f} req/s at c={best['concurrency']}",
+                best["rps"] >= 15000,
+            )
+        if c1:
+            row("MLP p50 <= 0.15 ms at c=1 (JSON)", f"{c1['p50_ms']:.3f} ms", c1["p50_ms"] <= 0.15)
+    if "resnet18" in results["in_process"]:
+        limit = results["in_process"]["resnet18"]
+        for protocol in ("binary", "json"):
+            c16 = _best(results, "resnet18", "torchship", protocol, 16)
+            if c16:
+                share = c16["rps"] / limit["items_per_s"]
+                row(
+                    f"ResNet-18 c=16 >= 90 % of in-process ({protocol})",
+                    f"{100 * share:.0f} % ({c16['rps']:.1f} of {limit['items_per_s']:.1f} img/s)",
+                    share >= 0.9,
+                )
+        c1 = _best(results, "resnet18", "torchship", "binary", 1)
+        if c1:
+            gap = c1["p50_ms"] - limit["p50_ms_batch1"]
+            row(
+                "ResNet-18 c=1 p50 within 1 ms of the in-process call (binary)",
+                f"{c1['p50_ms']:.1f} ms vs {limit['p50_ms_batch1']:.1f} ms in-process",
+                gap <= 1.0,
+            )
+        cold = results["cold_start_s"]["resnet18"]
+        row("ResNet-18 cold start (load + warm-up to ready) <= 2 s", f"{cold:.2f} s", cold <= 2.0)
+    if not rows:
+        return []
+    notes = [
+        "Where a target is missed, on this 2-core machine:",
+        "",
+        "- *MLP p50 at c=1*: the in-process call (see below) takes a few hundredths of a millisecond; the rest "
+        "is the HTTP round trip: loopback, cpp-httplib's thread per connection, and wrk, all on the same 2 cores.",
+        "- *ResNet-18 at c=16*: request threads decode 600 KB bodies (JSON: 150,528 numbers each, see server "
+        "CPU/request) on the cores the model's two intra-op threads need; the binary extension exists for this.",
+        "- *Cold start*: warm-up runs every batch size in `warmup.batch_sizes` (default 1 and max_batch_size = 32) "
+        "twice so the first requests are fast; a shorter list in config.json trades that for a faster start.",
+        "- Run-to-run variance on this shared VM is large for ResNet-18 (the in-process limit moved by about 15 % "
+        "between two runs on the same day): compare columns within one run, not across runs.",
+        "",
+        "`torchship._C` from 2 Python threads vs 1 on a CPU-bound model is measured by "
+        "`.venv/bin/pytest tests/unit/test_native_gil.py -s` (the target is >= 1.7x).",
+        "",
+    ]
+    return ["## Targets", "", "| target | measured | |", "|---|---|---|", *rows, "", *notes]
+
+
 def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
     png = out.with_suffix(".png")
     _plot(results, png)
@@ -75,6 +147,7 @@ def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
         f"![throughput]({png.name})",
         "",
     ]
+    lines += _targets(results)
     for model, limit in results["in_process"].items():
         lines += [
             f"## {model}",

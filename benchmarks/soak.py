@@ -67,28 +67,37 @@ def overload(repo: Path, seconds: int) -> list[str]:
     args = ("--max-queue-size", "2", "--intra-op-threads", "2")
     with ServerProcess(single_repo(repo, "resnet18"), *args, log_path=WORK / "overload.log") as srv:
         before = rss_mb(srv.pid)
-        peak = before
-        r = run_wrk(srv.url, "resnet18", payload, 64, seconds)
-        peak = max(peak, rss_mb(srv.pid))
+        rss = []
+        totals = {"requests": 0, "errors_status": 0, "errors_connect": 0, "errors_read": 0, "errors_timeout": 0}
+        for _ in range(3):  # memory must level off, not grow with the number of refused requests
+            r = run_wrk(srv.url, "resnet18", payload, 64, seconds)
+            totals = {k: totals[k] + r[k] for k in totals}
+            rss.append(rss_mb(srv.pid))
+        r = totals
         metrics = httpx.get(f"{srv.url}/metrics").text
         overloaded = [ln for ln in metrics.splitlines() if "overload" in ln and not ln.startswith("#")]
-        t0 = time.perf_counter()
-        body = payload[0].read_bytes()
-        header_len = int(payload[2])
-        resp = httpx.post(
-            f"{srv.url}/v2/models/resnet18/infer",
-            content=body,
-            headers={"Inference-Header-Content-Length": str(header_len), "Content-Type": "application/octet-stream"},
-            timeout=30,
-        )
+        # Recovery as a client sees it: retry after the server's Retry-After until the queue has drained.
+        body, headers = payload[0].read_bytes(), {"Inference-Header-Content-Length": payload[2]}
+        t0, attempts = time.perf_counter(), 0
+        while True:
+            attempts += 1
+            resp = httpx.post(f"{srv.url}/v2/models/resnet18/infer", content=body, headers=headers, timeout=30)
+            if resp.status_code != 503 or attempts == 10:
+                break
+            time.sleep(float(resp.headers.get("Retry-After", "1")))
         after_s = time.perf_counter() - t0
         ok = r["requests"] - r["errors_status"]
         lines += [
-            f"- {r['requests']:,} responses in {seconds} s: {ok:,} answered 200, {r['errors_status']:,} refused "
+            f"- {r['requests']:,} responses in 3 x {seconds} s: {ok:,} answered 200, {r['errors_status']:,} refused "
             f"(503 + Retry-After), {r['errors_connect'] + r['errors_read'] + r['errors_timeout']} transport errors.",
-            f"- Resident memory: {before:.1f} MB before, {peak:.1f} MB after the overload.",
+            f"- Resident memory: {before:.1f} MB before; after each {seconds} s round: "
+            + ", ".join(f"{m:.1f}" for m in rss)
+            + " MB. The first jump is 64 connection threads each holding a 600 KB body plus the allocator's "
+            "per-thread arenas; later rounds still add 1-2 % each, so flatness under sustained overload is not "
+            "shown by this run.",
             f"- Metrics: `{'; '.join(overloaded) or '(none)'}`",
-            f"- Recovery: the next request answered {resp.status_code} in {after_s * 1e3:.0f} ms.",
+            f"- Recovery: a client honouring Retry-After got {resp.status_code} after {attempts} attempt(s), "
+            f"{after_s:.2f} s after the load stopped.",
         ]
         print("\n".join(lines), flush=True)
         assert resp.status_code == 200 and np.isfinite(after_s)
