@@ -74,7 +74,7 @@ void DynamicBatcher::release_instance(int instance) {
 }
 
 DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::chrono::microseconds> timeout) {
-  if (options_.max_queue_delay.count() == 0) {
+  if (options_.run_on_caller && options_.max_queue_delay.count() == 0) {
     std::unique_lock lock(mutex_);
     if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
     const int instance = queue_.empty() ? claim_free_instance() : -1;

@@ -1,5 +1,6 @@
 #include "torchship/model.h"
 
+#include <ATen/Parallel.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/torch.h>
@@ -133,6 +134,7 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
   }
   BatcherOptions batching{config_.max_batch_size, config_.max_queue_delay, config_.max_queue_size,
                           config_.instance_count};
+  batching.run_on_caller = at::get_num_threads() == 1;  // single-threaded kernels: no OpenMP team to keep warm
   batcher_ = std::make_unique<DynamicBatcher>(
       batching, [this](int instance, const std::vector<torch::Tensor>& batch) { return run_batch(instance, batch); },
       *stats_);

@@ -29,6 +29,10 @@ struct BatcherOptions {
   std::chrono::microseconds max_queue_delay{0};
   int64_t max_queue_size = 128;
   int num_workers = 1;
+  // Let an idle model run a request on the caller's thread (see above). Off for models whose
+  // kernels are multi-threaded: each caller thread would start its own OpenMP team (measured:
+  // ResNet-18 at 4 connections 28 vs 35-38 req/s); those stay on the worker's warm team.
+  bool run_on_caller = true;
 };
 
 class DynamicBatcher {
