@@ -53,6 +53,24 @@ def burner_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "repo"
 
 
+def _speed_up(model: runtime.Model, x: torch.Tensor, calls: int) -> tuple[float, float, float]:
+    def work(n: int) -> None:
+        for _ in range(n):
+            model.infer(x)
+
+    t0 = time.perf_counter()
+    work(2 * calls)
+    sequential = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pool = [threading.Thread(target=work, args=(calls,)) for _ in range(2)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    parallel = time.perf_counter() - t0
+    return sequential / parallel, sequential, parallel
+
+
 def test_two_python_threads_run_in_parallel(burner_repository: Path) -> None:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)  # one core per call, so two calls can use both cores
@@ -60,26 +78,51 @@ def test_two_python_threads_run_in_parallel(burner_repository: Path) -> None:
         with runtime.Runtime(burner_repository, instance_count=2) as rt:
             model = rt.model("test_gil_burner")
             x = torch.randn(64, 256)
-            calls = 40
-
-            def work(n: int) -> None:
-                for _ in range(n):
-                    model.infer(x)
-
-            work(4)  # warm
-            t0 = time.perf_counter()
-            work(2 * calls)
-            sequential = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            pool = [threading.Thread(target=work, args=(calls,)) for _ in range(2)]
-            for t in pool:
-                t.start()
-            for t in pool:
-                t.join()
-            parallel = time.perf_counter() - t0
+            for _ in range(4):  # warm
+                model.infer(x)
+            trials = [_speed_up(model, x, 40) for _ in range(3)]
     finally:
         torch.set_num_threads(threads_before)
-    ratio = sequential / parallel
-    print(f"\n{2 * calls} calls: sequential {sequential:.3f}s, 2 threads {parallel:.3f}s, speed-up {ratio:.2f}x")
-    # With the GIL held the speed-up would be <= 1.0; 2 free cores give ~2x.
-    assert ratio > 1.3, f"2 threads were only {ratio:.2f}x faster than 1: is the GIL released?"
+    for ratio, sequential, parallel in trials:
+        print(f"\n80 calls: sequential {sequential:.3f}s, 2 threads {parallel:.3f}s, speed-up {ratio:.2f}x")
+    best = max(t[0] for t in trials)
+    # With the GIL held two threads cannot beat one (<= 1.0x in every trial); 2 free cores give ~2x.
+    # Best of three, and a low bar, so a busy CI machine does not make this flaky.
+    assert best > 1.1, f"2 threads were at best {best:.2f}x faster than 1: is the GIL released?"
+
+
+def test_python_runs_while_a_native_call_is_in_progress(burner_repository: Path) -> None:
+    """Deterministic: the main thread keeps executing Python while another thread is inside infer()."""
+    with runtime.Runtime(burner_repository) as rt:
+        model = rt.model("test_gil_burner")
+        x = torch.randn(64, 256)
+        model.infer(x)
+        inside = threading.Event()
+        done = threading.Event()
+
+        def call() -> None:
+            inside.set()
+            for _ in range(20):
+                model.infer(x)
+            done.set()
+
+        def spin(until: threading.Event | float) -> float:
+            """Pure-Python iterations per second (each needs the GIL) until the event or the deadline."""
+            ticks, t0 = 0, time.perf_counter()
+            if isinstance(until, float):
+                while time.perf_counter() < until:
+                    ticks += 1
+            else:
+                while not until.is_set():
+                    ticks += 1
+            return ticks / (time.perf_counter() - t0)
+
+        alone = spin(time.perf_counter() + 0.1)
+        worker = threading.Thread(target=call)
+        worker.start()
+        inside.wait()
+        beside = spin(done)
+        worker.join()
+    print(f"\nmain thread: {alone:,.0f} Python iterations/s alone, {beside:,.0f}/s beside 20 native calls")
+    # Were the GIL held inside infer(), the main thread would only run in the gaps between calls.
+    assert beside > 0.3 * alone
