@@ -22,7 +22,7 @@ pip_quiet() {
 # --- Debian packages for the C++ side ---------------------------------------
 APT_PACKAGES=(g++ cmake ninja-build python3-venv
   nlohmann-json3-dev libgtest-dev libcpp-httplib-dev libcli11-dev libspdlog-dev
-  nginx-light wrk curl)
+  libtcmalloc-minimal4 nginx-light wrk curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,7 @@
 // and warm up every model while /v2/health/live answers; /v2/health/ready turns
 // 200 once all are loaded. SIGTERM/SIGINT: readiness turns 503, the listener
 // closes, requests in flight finish, the batchers drain, exit 0.
+#include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 
 #include <csignal>
@@ -17,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <unistd.h>
 
@@ -26,12 +28,17 @@
 #include "torchship/errors.h"
 #include "torchship/repository.h"
 
+#ifndef TORCHSHIP_MALLOC
+#define TORCHSHIP_MALLOC "system malloc"
+#endif
+
 namespace {
 
 using namespace torchship;
 
 struct Options {
   std::string repository;
+  std::vector<std::string> models;
   std::string device = "auto";
   std::string host = "127.0.0.1";
   int port = 8000;
@@ -57,6 +64,7 @@ int run(const Options& o, sigset_t signals) {
   RepositoryOptions repo_options;
   repo_options.model.device = device;
   repo_options.model.format = o.format;
+  repo_options.only_models = o.models;
   if (o.max_batch_size > 0) repo_options.model.max_batch_size = o.max_batch_size;
   if (o.max_queue_delay_us >= 0) repo_options.model.max_queue_delay = std::chrono::microseconds(o.max_queue_delay_us);
   if (o.max_queue_size > 0) repo_options.model.max_queue_size = o.max_queue_size;
@@ -75,6 +83,8 @@ int run(const Options& o, sigset_t signals) {
   std::exception_ptr load_error;
   serve::HttpServer server(server_options);
   const int port = server.start();
+  serve::log::info("torch intra-op threads: " + std::to_string(at::get_num_threads()) +
+                   ", allocator: " TORCHSHIP_MALLOC);
   std::cout << "torchship-server listening on port " << port << " (http://" << url_host(o.host) << ":" << port << ")"
             << std::endl;
 
@@ -129,6 +139,8 @@ int main(int argc, char** argv) {
   app.add_option("--model-repository", o.repository, "model repository directory (written by `torchship export`)")
       ->required()
       ->check(CLI::ExistingDirectory);
+  app.add_option("--model", o.models, "load only this model (repeat for several); default: every model found")
+      ->allow_extra_args(false);
   app.add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--http-port", o.port, "port to listen on; 0 picks a free port (printed on stdout)")
       ->capture_default_str()

@@ -1,0 +1,54 @@
+"""Start-up choices of torchship-server: which models it loads, and what it reports about the process."""
+
+from __future__ import annotations
+
+import ctypes.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from torchship.server_process import ServerProcess
+
+StartServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def two_model_repository(tmp_path: Path, thermometer_repository: Path, net_repository: Path) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(thermometer_repository, repo)
+    shutil.copytree(net_repository / "net", repo / "net")
+    return repo
+
+
+def test_model_flag_loads_only_the_named_models(start_server: StartServer, two_model_repository: Path) -> None:
+    server = start_server(two_model_repository, "--model", "net")
+    with httpx.Client(base_url=server.url) as http:
+        assert http.get("/v2/models/net/ready").status_code == 200
+        other = http.get("/v2/models/thermometer_linear")
+        assert other.status_code == 404, other.text
+        assert "(available: net)" in other.json()["error"], other.text
+    assert server.stop() == 0
+    ready_line = next(line for line in server.log().splitlines() if "ready:" in line)
+    assert "net v1" in ready_line and "thermometer_linear" not in ready_line, ready_line
+
+
+def test_model_flag_naming_a_missing_model_stops_the_server(
+    start_server: StartServer, two_model_repository: Path
+) -> None:
+    server = start_server(two_model_repository, "--model", "net", "--model", "resnet", wait_ready=False)
+    assert server.proc is not None
+    assert server.proc.wait(timeout=60) == 1
+    server.kill()
+    assert "model 'resnet' not found in" in server.log(), server.log()
+
+
+def test_start_up_log_names_threads_and_allocator(start_server: StartServer, thermometer_repository: Path) -> None:
+    server = start_server(thermometer_repository, "--intra-op-threads", "1")
+    assert server.stop() == 0  # the log is flushed at exit
+    log = server.log()
+    # CMake links tcmalloc when Debian's libtcmalloc-minimal4 is installed (tools/bootstrap.sh installs it).
+    allocator = "tcmalloc" if ctypes.util.find_library("tcmalloc_minimal") else "system malloc"
+    assert f"torch intra-op threads: 1, allocator: {allocator}" in log, log
