@@ -215,37 +215,50 @@ def measure_server(
     return points
 
 
-def in_process_limit(repo: Path, model: str, seconds: float) -> dict:
-    """The same artifact called in a loop through torchship._C: best items/s over batch sizes, and batch-1 p50."""
-    from torchship.runtime import Runtime
+def server_allocator() -> str | None:
+    """The malloc library torchship-server links (tcmalloc when CMake found it), from ldd."""
+    from torchship.server_process import server_binary
 
+    out = subprocess.run(["ldd", str(server_binary())], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if "tcmalloc" in line or "jemalloc" in line:
+            return line.split("=>")[1].split("(")[0].strip()
+    return None
+
+
+def in_process_limit(repo: Path, model: str, seconds: float, threads: int, preload: str | None, **kw: str) -> dict:
+    """benchmarks/in_process.py in a child process with `preload` as its allocator (None: the system's)."""
     shape, _ = MODELS[model]
-    best = {"batch": 1, "items_per_s": 0.0}
-    with Runtime(repo, models=[model]) as rt:
-        m = rt.model(model)
-        lat = []
-        x1 = torch.randn(shape)
-        for _ in range(10):
-            m.infer(x1)
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            m.infer(x1)
-            lat.append(time.perf_counter() - t0)
-        for batch in (1, 4, 8, 16, 32, 64):
-            if batch > m.max_batch_size:
-                break
-            x = torch.randn((batch, *shape[1:]))
-            m.infer(x)
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                m.infer(x)
-                n += batch
-            rate = n / (time.perf_counter() - t0)
-            if rate > best["items_per_s"]:
-                best = {"batch": batch, "items_per_s": rate}
-    best["p50_ms_batch1"] = statistics.median(lat) * 1e3
-    return best
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "in_process.py"), str(repo), model]
+    cmd += ["--shape", ",".join(map(str, shape)), "--seconds", str(seconds), "--threads", str(threads)]
+    for key, value in kw.items():
+        cmd += [f"--{key}", value]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def allocator_ab(repo: Path, model: str, seconds: float, threads: int, rounds_n: int = 3) -> dict[str, dict]:
+    """In-process items/s by batch size under each allocator installed (medians of interleaved rounds)."""
+    from ctypes.util import find_library
+
+    candidates = {"glibc": None, "tcmalloc": find_library("tcmalloc_minimal"), "jemalloc": find_library("jemalloc")}
+    candidates = {name: lib for name, lib in candidates.items() if name == "glibc" or lib}
+    rounds: dict[str, list[dict]] = {name: [] for name in candidates}
+    for _ in range(rounds_n):  # interleaved, so a slow spell on the VM hits every allocator alike
+        for name, lib in candidates.items():
+            rounds[name].append(in_process_limit(repo, model, seconds, threads, lib, batches="1,8,16,32"))
+    return {
+        name: {
+            "items_per_s_by_batch": {
+                b: statistics.median(r["items_per_s_by_batch"][b] for r in runs) for b in runs[0]["items_per_s_by_batch"]
+            }
+        }
+        for name, runs in rounds.items()
+    }
 
 
 def cold_start(repo: Path, model: str, repeats: int, extra: list[str]) -> float:
@@ -266,6 +279,7 @@ def main() -> None:
     )
     p.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=list(CONCURRENCY))
     p.add_argument("--skip-flask", action="store_true", help="measure torchship only")
+    p.add_argument("--skip-allocators", action="store_true", help="skip the in-process allocator A/B")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = p.parse_args()
     if not shutil.which("wrk"):
@@ -273,7 +287,8 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
     repo = prepare_repository(models)
-    results: dict = {"points": [], "in_process": {}, "cold_start_s": {}, "settings": {}}
+    allocator = server_allocator()
+    results: dict = {"points": [], "in_process": {}, "cold_start_s": {}, "settings": {}, "allocator": allocator}
     for model in models:
         print(f"== {model}", flush=True)
         single_repo = WORK / f"repo_{model}"
@@ -281,10 +296,15 @@ def main() -> None:
             single_repo.mkdir()
             (single_repo / model).symlink_to(repo / model, target_is_directory=True)
         payloads = write_payloads(repo, model)
-        results["in_process"][model] = in_process_limit(single_repo, model, seconds=args.duration / 2)
-        print(f"  in-process limit: {results['in_process'][model]}", flush=True)
-        extra = ["--intra-op-threads", "2" if model == "resnet18" else "1"]
+        threads = 2 if model == "resnet18" else 1
+        extra = ["--intra-op-threads", str(threads)]
         results["settings"][model] = " ".join(extra)
+        results["in_process"][model] = in_process_limit(single_repo, model, args.duration / 2, threads, allocator)
+        print(f"  in-process limit: {results['in_process'][model]}", flush=True)
+        if model == "resnet18" and not args.skip_allocators:
+            results["allocators"] = allocator_ab(single_repo, model, args.duration / 2, threads)
+            for name, r in results["allocators"].items():
+                print(f"  in-process, {name}: {r['items_per_s_by_batch']}", flush=True)
         results["cold_start_s"][model] = cold_start(single_repo, model, 3, extra)
         print(f"  cold start (spawn -> ready): {results['cold_start_s'][model]:.2f} s", flush=True)
         results["points"] += [

@@ -1,0 +1,70 @@
+"""The in-process limit: one artifact called in a loop through torchship._C, no HTTP.
+
+Run as a child process by benchmarks/run.py, with the allocator torchship-server links preloaded
+(LD_PRELOAD), so the limit and the server use the same malloc; prints one JSON line.
+
+    .venv/bin/python benchmarks/in_process.py build/bench/repo_resnet18 resnet18 --shape 1,3,224,224
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from torchship.runtime import Runtime
+
+
+def measure(repo: str, model: str, shape: tuple[int, ...], seconds: float, batches: list[int], threads: int) -> dict:
+    """items/s at each batch size (the best is the limit) and the batch-1 call's p50."""
+    torch.set_num_threads(threads)
+    with Runtime(repo, models=[model]) as rt:
+        m = rt.model(model)
+        x1 = torch.randn(shape)
+        for _ in range(10):
+            m.infer(x1)
+        lat = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            m.infer(x1)
+            lat.append(time.perf_counter() - t0)
+        rates = {}
+        for batch in batches:
+            if batch > m.max_batch_size:
+                break
+            x = torch.randn((batch, *shape[1:]))
+            m.infer(x)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                m.infer(x)
+                n += batch
+            rates[batch] = n / (time.perf_counter() - t0)
+    best = max(rates, key=lambda b: rates[b])
+    return {
+        "batch": best,
+        "items_per_s": rates[best],
+        "items_per_s_by_batch": rates,
+        "p50_ms_batch1": statistics.median(lat) * 1e3,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("repository")
+    p.add_argument("model")
+    p.add_argument("--shape", required=True, help="one request's input shape, e.g. 1,3,224,224")
+    p.add_argument("--seconds", type=float, default=2.5, help="per batch size (default %(default)s)")
+    p.add_argument("--batches", default="1,4,8,16,32,64", help="batch sizes to try (default %(default)s)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    a = p.parse_args()
+    shape = tuple(int(s) for s in a.shape.split(","))
+    batches = [int(b) for b in a.batches.split(",")]
+    print(json.dumps(measure(a.repository, a.model, shape, a.seconds, batches, a.threads)))
+
+
+if __name__ == "__main__":
+    main()
