@@ -251,14 +251,11 @@ def allocator_ab(repo: Path, model: str, seconds: float, threads: int, rounds_n:
     for _ in range(rounds_n):  # interleaved, so a slow spell on the VM hits every allocator alike
         for name, lib in candidates.items():
             rounds[name].append(in_process_limit(repo, model, seconds, threads, lib, batches="1,8,16,32"))
-    return {
-        name: {
-            "items_per_s_by_batch": {
-                b: statistics.median(r["items_per_s_by_batch"][b] for r in runs) for b in runs[0]["items_per_s_by_batch"]
-            }
-        }
-        for name, runs in rounds.items()
-    }
+    medians = {}
+    for name, runs in rounds.items():
+        by_batch = [r["items_per_s_by_batch"] for r in runs]
+        medians[name] = {"items_per_s_by_batch": {b: statistics.median(r[b] for r in by_batch) for b in by_batch[0]}}
+    return medians
 
 
 def cold_start(repo: Path, model: str, repeats: int, extra: list[str]) -> float:
