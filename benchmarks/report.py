@@ -145,7 +145,8 @@ def _allocators(results: dict) -> list[str]:
         "",
         "ResNet-18 in-process images/s by batch size, the same loop in a child process with each allocator "
         "preloaded (`LD_PRELOAD`); medians of 3 interleaved rounds. glibc hands allocations above 32 MB "
-        "(a batch of 16's first activations) back to the kernel on every free, so each batch maps and zero-faults them again.",
+        "(a batch of 16's first activations) back to the kernel on every free, so each batch maps and "
+        "zero-faults them again.",
         "",
         "| allocator | " + " | ".join(f"batch {b}" for b in batches) + " |",
         "|---|" + "---:|" * len(batches),
