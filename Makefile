@@ -12,11 +12,11 @@ test: setup
 	.venv/bin/python -m pytest
 
 lint: setup
-	.venv/bin/ruff check python tests export tools
-	.venv/bin/ruff format --check python tests export tools
+	.venv/bin/ruff check python tests export tools benchmarks
+	.venv/bin/ruff format --check python tests export tools benchmarks
 
 format: setup
-	.venv/bin/ruff format python tests export tools
+	.venv/bin/ruff format python tests export tools benchmarks
 	clang-format -i cpp/*/*.cpp cpp/*/*/*.h cpp/*/*.h 2>/dev/null || true
 
 bench: setup
