@@ -1,7 +1,5 @@
 #include "protocol.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <bit>
 #include <charconv>
@@ -10,6 +8,7 @@
 #include <limits>
 #include <utility>
 
+#include "json_reader.h"
 #include "torchship/dtypes.h"
 #include "torchship/errors.h"
 
@@ -201,7 +200,7 @@ struct Draft {
   bool binary_data_output = false;
 };
 
-// A SAX handler for nlohmann::json that builds the request in one pass, without
+// A SAX handler for json::Reader (json_reader.h) that builds the request in one pass, without
 // a DOM. Returning false stops the parse; error() says why.
 class RequestSax {
  public:
@@ -229,16 +228,15 @@ class RequestSax {
     s.u = v;
     return scalar_value(Value::Number, &s, nullptr);
   }
-  bool number_float(double v, const std::string& /*text*/) {
+  bool number_float(double v) {
     Scalar s;
     s.kind = Scalar::Kind::Float;
     s.d = v;
     return scalar_value(Value::Number, &s, nullptr);
   }
   bool string(std::string& v) { return scalar_value(Value::String, nullptr, &v); }
-  bool binary(nlohmann::json::binary_t& /*v*/) { return fail("binary values are not JSON"); }
 
-  bool start_object(std::size_t /*elements*/) {
+  bool start_object() {
     if (!enter()) return false;
     if (stack_.empty()) return push(Ctx::Root);
     Frame& top = stack_.back();
@@ -272,7 +270,7 @@ class RequestSax {
     return type_error(top, "an object");
   }
 
-  bool start_array(std::size_t /*elements*/) {
+  bool start_array() {
     if (!enter()) return false;
     if (stack_.empty()) return fail("the request body must be a JSON object");
     Frame& top = stack_.back();
@@ -329,16 +327,6 @@ class RequestSax {
   bool end_array() {
     if (stack_.back().ctx == Ctx::Data) return close_data_array();
     return leave();
-  }
-
-  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
-                   const nlohmann::json::exception& ex) {
-    // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
-    std::string what = ex.what();
-    if (const auto pos = what.find("] "); what.rfind("[json.exception", 0) == 0 && pos != std::string::npos) {
-      what = what.substr(pos + 2);
-    }
-    return fail("malformed JSON: " + what);
   }
 
  private:
@@ -479,8 +467,13 @@ class RequestSax {
   }
 
   bool type_error(const Frame& top, const char* got) {
-    return fail("'" + std::string(key_name(top.key)) + "' in " + where(top.ctx) + " must be " +
-                expected_type(top.key) + ", not " + got);
+    std::string message = "'";
+    message += key_name(top.key);
+    message += "' in " + where(top.ctx) + " must be ";
+    message += expected_type(top.key);
+    message += ", not ";
+    message += got;
+    return fail(std::move(message));
   }
 
   static const char* value_text(Value v) {
@@ -799,15 +792,12 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
     binary = body.substr(*json_bytes);
   }
   if (json.empty()) throw InvalidInputError("empty request: expected a JSON inference request");
-  // nlohmann's lexer takes a NUL byte for the end of input; JSON never holds one raw.
-  if (const void* nul = std::memchr(json.data(), 0, json.size())) {
-    throw InvalidInputError("malformed JSON: NUL byte at offset " +
-                            std::to_string(static_cast<const char*>(nul) - json.data()));
-  }
 
   const auto parse = [&](Draft& draft, const std::vector<Hint>* hints) {
     RequestSax sax(draft, limits, json.size(), hints);
-    if (!nlohmann::json::sax_parse(json.data(), json.data() + json.size(), &sax)) {
+    serve::json::Reader reader(json, sax);
+    if (!reader.parse()) {
+      if (!reader.error().empty()) throw InvalidInputError("malformed JSON: " + reader.error());
       throw InvalidInputError(sax.error().empty() ? std::string("malformed JSON") : sax.error());
     }
   };
