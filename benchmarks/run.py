@@ -99,12 +99,45 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# What torchship-server answers to the MLP request, served as a constant by nginx: the HTTP floor.
+FLOOR_BODY = (
+    '{"model_name":"thermometer_mlp","model_version":"1",'
+    '"outputs":[{"name":"t_c","datatype":"FP32","shape":[1,1],"data":[-0.4101562]}]}'
+)
+
+
+@contextmanager
+def nginx_floor() -> Iterator[tuple[str, int]]:
+    """nginx answering every request with FLOOR_BODY: loopback + wrk + an HTTP server doing no work."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port, conf = free_port(), WORK / "nginx-floor.conf"
+    conf.write_text(
+        f"master_process off; daemon off; pid {WORK}/nginx-floor.pid; error_log {WORK}/nginx-floor.log;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; client_body_temp_path {WORK}; default_type application/json;\n"
+        f"  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n"
+        f"    location / {{ return 200 '{FLOOR_BODY}'; }} }} }}\n"
+    )
+    proc = subprocess.Popen([nginx, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @contextmanager
 def server(kind: str, repo: Path, model: str, extra: list[str]) -> Iterator[tuple[str, int]]:
-    """A torchship-server (via torchship.server_process) or the Flask baseline; yields (url, pid)."""
+    """A torchship-server (via torchship.server_process), the Flask baseline or the nginx floor; yields (url, pid)."""
     if kind == "torchship":
         with ServerProcess(repo, *extra, log_path=WORK / "torchship-server.log") as srv:
             yield srv.url, srv.pid
+        return
+    if kind == "nginx-floor":
+        with nginx_floor() as (url, pid):
+            yield url, pid
         return
     port = free_port()
     cmd = [
@@ -309,6 +342,11 @@ def main() -> None:
         ]
         if not args.skip_flask:
             results["points"] += [asdict(pt) for pt in measure_server("flask", single_repo, model, payloads, args, [])]
+        if model == "thermometer_mlp":
+            json_only = {"json": payloads["json"]}
+            results["points"] += [
+                asdict(pt) for pt in measure_server("nginx-floor", single_repo, model, json_only, args, [])
+            ]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     from report import write_report
 

@@ -1,6 +1,5 @@
 #include "log.h"
 
-#include <spdlog/async.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
@@ -35,10 +34,11 @@ class BufferedStderrSink final : public spdlog::sinks::base_sink<std::mutex> {
 void setup(std::string_view level) {
   static char buffer[1 << 16];
   std::setvbuf(stderr, buffer, _IOFBF, sizeof(buffer));
-  spdlog::init_thread_pool(8192, 1);
+  // Synchronous: a line is formatted into stdio's buffer under the sink's mutex
+  // (about a microsecond). An async logger would wake its thread for every
+  // access line, which cost 0.02 ms of p50 at one connection on 2 cores.
   auto sink = std::make_shared<BufferedStderrSink>();
-  auto logger = std::make_shared<spdlog::async_logger>("torchship-server", sink, spdlog::thread_pool(),
-                                                       spdlog::async_overflow_policy::overrun_oldest);
+  auto logger = std::make_shared<spdlog::logger>("torchship-server", sink);
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
   logger->set_level(spdlog::level::from_str(std::string(level)));
   logger->flush_on(spdlog::level::warn);
