@@ -107,18 +107,10 @@ FLOOR_BODY = (
 
 
 @contextmanager
-def nginx_floor() -> Iterator[tuple[str, int]]:
-    """nginx answering every request with FLOOR_BODY: loopback + wrk + an HTTP server doing no work."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port, conf = free_port(), WORK / "nginx-floor.conf"
-    conf.write_text(
-        f"master_process off; daemon off; pid {WORK}/nginx-floor.pid; error_log {WORK}/nginx-floor.log;\n"
-        "events { worker_connections 1024; }\n"
-        f"http {{ access_log off; client_body_temp_path {WORK}; default_type application/json;\n"
-        f"  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n"
-        f"    location / {{ return 200 '{FLOOR_BODY}'; }} }} }}\n"
-    )
-    proc = subprocess.Popen([nginx, "-c", str(conf)], stderr=subprocess.DEVNULL)
+def spawned(cmd: list[str], port: int, log: Path) -> Iterator[tuple[str, int]]:
+    """A server process answering on `port` once ready; terminated on exit. Yields (url, pid)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)
@@ -126,6 +118,19 @@ def nginx_floor() -> Iterator[tuple[str, int]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def nginx_floor_command(port: int) -> list[str]:
+    """nginx answering every request with FLOOR_BODY: loopback + wrk + an HTTP server doing no work."""
+    conf = WORK / "nginx-floor.conf"
+    conf.write_text(
+        f"master_process off; daemon off; pid {WORK}/nginx-floor.pid; error_log stderr;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; client_body_temp_path {WORK}; default_type application/json;\n"
+        f"  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n"
+        f"    location / {{ return 200 '{FLOOR_BODY}'; }} }} }}\n"
+    )
+    return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)]
 
 
 @contextmanager
@@ -135,29 +140,14 @@ def server(kind: str, repo: Path, model: str, extra: list[str]) -> Iterator[tupl
         with ServerProcess(repo, *extra, log_path=WORK / "torchship-server.log") as srv:
             yield srv.url, srv.pid
         return
-    if kind == "nginx-floor":
-        with nginx_floor() as (url, pid):
-            yield url, pid
-        return
     port = free_port()
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "flask_baseline.py"),
-        str(repo / model / "1" / "model.pt"),
-        "--name",
-        model,
-        "--port",
-        str(port),
-    ]
-    with (WORK / "flask.log").open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    if kind == "nginx-floor":
+        cmd = nginx_floor_command(port)
+    else:
+        flask = ROOT / "benchmarks" / "flask_baseline.py"
+        cmd = [sys.executable, str(flask), str(repo / model / "1" / "model.pt"), "--name", model, "--port", str(port)]
+    with spawned(cmd, port, WORK / f"{kind}.log") as (url, pid):
+        yield url, pid
 
 
 def free_port() -> int:
