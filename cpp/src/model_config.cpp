@@ -1,6 +1,8 @@
 #include "torchship/model_config.h"
 
+#include <algorithm>
 #include <fstream>
+#include <string_view>
 #include <sstream>
 
 #include "torchship/dtypes.h"
@@ -28,6 +30,15 @@ std::vector<TensorSpec> parse_specs(const nlohmann::json& list, const char* what
     s.example_shape = item.contains("example_shape") ? item.at("example_shape").get<std::vector<int64_t>>() : s.shape;
     if (s.example_shape.size() != s.shape.size()) {
       throw std::invalid_argument(std::string(what) + " '" + s.name + "': example_shape and shape differ in rank");
+    }
+    for (const auto* key : {"multiple_of", "min_shape"}) {
+      if (!item.contains(key)) continue;
+      auto values = item.at(key).get<std::vector<int64_t>>();
+      if (values.size() != s.shape.size() || std::any_of(values.begin(), values.end(), [](int64_t v) { return v < 1; })) {
+        throw std::invalid_argument(std::string(what) + " '" + s.name + "': " + key +
+                                    " must have one value >= 1 per dimension of shape " + shape_string(s.shape));
+      }
+      (std::string_view(key) == "multiple_of" ? s.multiple_of : s.min_shape) = std::move(values);
     }
     specs.push_back(std::move(s));
   }
@@ -101,9 +112,20 @@ void validate_inputs(const ModelConfig& config, const std::vector<torch::Tensor>
                               std::to_string(spec.shape.size()) + "), received " + shape_string(t.sizes()));
     }
     for (size_t d = 1; d < spec.shape.size(); ++d) {
-      if (spec.shape[d] != -1 && spec.shape[d] != t.size(static_cast<int64_t>(d))) {
+      const int64_t size = t.size(static_cast<int64_t>(d));
+      if (spec.shape[d] != -1 && spec.shape[d] != size) {
         throw InvalidInputError(where + ": expected shape " + shape_string(spec.shape) + ", received " +
                                 shape_string(t.sizes()));
+      }
+      const auto dim = " dimension " + std::to_string(d) + " is " + std::to_string(size) + " in shape " +
+                       shape_string(t.sizes()) + "; this model takes ";
+      if (!spec.multiple_of.empty() && size % spec.multiple_of[d] != 0) {
+        throw InvalidInputError(where + ":" + dim + "multiples of " + std::to_string(spec.multiple_of[d]) +
+                                " there (multiple_of " + shape_string(spec.multiple_of) + ")");
+      }
+      if (!spec.min_shape.empty() && size < spec.min_shape[d]) {
+        throw InvalidInputError(where + ":" + dim + "at least " + std::to_string(spec.min_shape[d]) +
+                                " there (min_shape " + shape_string(spec.min_shape) + ")");
       }
     }
     const int64_t rows = t.size(0);

@@ -70,6 +70,26 @@ TEST(Validation, NamesInputExpectedAndReceived) {
   EXPECT_EQ(error_of([&] { validate_inputs(c, {}); }), "model 'net' takes 1 input(s), received 0");
 }
 
+TEST(Validation, KeepsMultiplesAndMinimumsOfDynamicDimensions) {
+  const auto c = ModelConfig::from_json(nlohmann::json::parse(R"({
+    "name": "unet", "max_batch_size": 2,
+    "inputs": [{"name": "ct", "datatype": "FP32", "shape": [-1, 8, -1, -1],
+                "multiple_of": [1, 1, 8, 8], "min_shape": [1, 8, 16, 8]}],
+    "outputs": [{"name": "mask", "datatype": "FP32", "shape": [-1, 1, -1, -1]}]})"));
+  EXPECT_NO_THROW(validate_inputs(c, {torch::zeros({2, 8, 16, 40})}));
+  EXPECT_EQ(error_of([&] { validate_inputs(c, {torch::zeros({1, 8, 36, 40})}); }),
+            "input 'ct' of model 'unet': dimension 2 is 36 in shape [1, 8, 36, 40]; this model takes multiples of 8 "
+            "there (multiple_of [1, 1, 8, 8])");
+  EXPECT_EQ(error_of([&] { validate_inputs(c, {torch::zeros({1, 8, 8, 8})}); }),
+            "input 'ct' of model 'unet': dimension 2 is 8 in shape [1, 8, 8, 8]; this model takes at least 16 there "
+            "(min_shape [1, 8, 16, 8])");
+  EXPECT_THROW(ModelConfig::from_json(nlohmann::json::parse(R"({
+    "name": "x", "max_batch_size": 1,
+    "inputs": [{"name": "a", "datatype": "FP32", "shape": [-1, -1], "multiple_of": [1, 0]}],
+    "outputs": [{"name": "b", "datatype": "FP32", "shape": [-1]}]})")),
+               std::invalid_argument);
+}
+
 TEST(Dtypes, RoundTripAndUnknownNames) {
   EXPECT_EQ(dtype_from_name("INT64"), torch::kInt64);
   EXPECT_EQ(dtype_name(torch::kFloat32), "FP32");

@@ -18,7 +18,14 @@ import pytest
 import torch
 
 from torchship import models, tolerance
-from torchship.export import RANDOM_INIT, ExportResult, export_checkpoint, export_registry_model, formats
+from torchship.export import (
+    RANDOM_INIT,
+    ExportError,
+    ExportResult,
+    export_checkpoint,
+    export_registry_model,
+    formats,
+)
 from torchship.export.source import weights_digest
 from torchship.training.checkpoint import build_model, load_checkpoint, sha256
 
@@ -213,6 +220,34 @@ def test_unet_traces_without_warnings_and_serves_other_sizes(exports: dict[str, 
     assert {r.sample_shape for r in result.rows} == {"8x64x64", "8x128x128"}  # dynamic H/W doubled by default
     for fmt in ("torchscript", "onnx"):
         _check(result, fmt, [torch.randn(2, 8, 96, 96)])
+
+
+def test_unet_size_rules_travel_to_the_runtime(exports: dict[str, ExportResult], repo: Path) -> None:
+    """The U-Net halves H and W three times: config.json says so, and the C++ runtime refuses other sizes by name
+    (eager would crop 36 to 32 silently, ONNX would fail) while legal sizes still match eager."""
+    from torchship.runtime import Runtime
+
+    config = json.loads((repo / "luna_segmentation" / "config.json").read_text())
+    assert config["inputs"][0]["multiple_of"] == [1, 1, 8, 8]
+    assert config["inputs"][0]["min_shape"] == [1, 8, 8, 8]
+    with Runtime(repo, models=["luna_segmentation"], device="cpu") as rt:
+        model = rt.model("luna_segmentation")
+        with pytest.raises(ValueError, match=r"dimension 2 is 36 .* takes multiples of 8"):
+            model.infer(torch.randn(1, 8, 36, 40))
+        x = torch.randn(2, 8, 40, 24)
+        with torch.no_grad():
+            expected = _eager(exports["luna_segmentation"]).eval()(x)
+        tolerance.assert_close(model.infer(x), expected, tolerance.tolerance("torchscript"), "luna 40x24")
+
+
+def test_export_refuses_shapes_the_spec_forbids(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"1x8x60x60 for 'ct_slices': dimension 2 is 60, not a multiple of 8"):
+        export_registry_model(
+            "luna_segmentation", tmp_path, ["torchscript"], example_shapes={"ct_slices": (1, 8, 60, 60)}
+        )
+    assert not (tmp_path / "luna_segmentation").exists()
+    with pytest.raises(ValueError, match="min_shape"):
+        models.TensorSpec("x", (-1, 3), min_shape=(1, 0))
 
 
 def test_row_sum_is_scripted_and_keeps_its_loop(exports: dict[str, ExportResult]) -> None:

@@ -6,7 +6,7 @@ CPU-vs-CUDA fp32 tolerance (TF32 off), for CPU and device inputs, batched.
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,11 +56,8 @@ def test_cuda_concurrent_callers_get_their_own_rows(thermometer_repository: Path
                 if not c.ok:
                     wrong.append(f"row {row}: {c}")
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(worker, range(8)))  # 8 callers at once; re-raises a worker's exception
         assert not wrong
         assert model.stats()["batches"] < 8 * 100  # some requests shared a batch
 

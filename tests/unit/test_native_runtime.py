@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -97,11 +97,8 @@ def test_concurrent_callers_get_their_own_rows(rt: runtime.Runtime) -> None:
             if abs(float(out[0, 0]) - (w * 0.1 * v + b)) > 1e-2:
                 errors.append(f"{k}/{i}")
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))  # 8 callers at once; re-raises a worker's exception
     assert not errors
     assert model.stats()["requests_ok"] >= 1600
 

@@ -17,6 +17,10 @@ struct TensorSpec {
   torch::ScalarType dtype = torch::kFloat32;
   std::vector<int64_t> shape;          // -1 = any size; shape[0] is the batch dimension
   std::vector<int64_t> example_shape;  // a concrete shape (used for warm-up)
+  // Optional, same rank as shape: what a dynamic dimension must be divisible by
+  // and at least (a U-Net that halves a size three times takes multiples of 8).
+  std::vector<int64_t> multiple_of;
+  std::vector<int64_t> min_shape;
 };
 
 struct ModelConfig {

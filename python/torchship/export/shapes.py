@@ -53,10 +53,11 @@ def has_dynamic_features(specs: Sequence[TensorSpec]) -> bool:
 
 
 def check_against_spec(spec: TensorSpec, shape: Sequence[int], what: str) -> Shape:
-    """``shape`` (batch included) fits ``spec``: same rank, fixed dimensions equal."""
+    """``shape`` (batch included) fits ``spec``: same rank, fixed dimensions equal, multiples and minimums kept."""
     shape = tuple(shape)
-    if len(shape) != len(spec.shape) or any(s not in (-1, d) for s, d in zip(spec.shape, shape, strict=True)):
-        raise ValueError(f"{what} {format_shape(shape)} for '{spec.name}' does not fit its spec {list(spec.shape)}")
+    problem = spec.shape_problem(shape)
+    if problem:
+        raise ValueError(f"{what} {format_shape(shape)} for '{spec.name}': {problem}")
     return shape
 
 

@@ -16,18 +16,57 @@ from torch import nn
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A named tensor. ``shape[0]`` is the batch dimension and is -1; other -1s are dynamic."""
+    """A named tensor. ``shape[0]`` is the batch dimension and is -1; other -1s are dynamic.
+
+    ``multiple_of`` and ``min_shape`` (same rank as ``shape``) constrain dynamic
+    dimensions where the architecture needs it: a U-Net that halves a size three
+    times takes multiples of 8, smaller or other sizes crop or fail inside the
+    model. They travel to config.json, and the runtime refuses such inputs by name.
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str = "FP32"  # Open Inference Protocol datatype name
+    multiple_of: tuple[int, ...] | None = None
+    min_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for field_name in ("multiple_of", "min_shape"):
+            value = getattr(self, field_name)
+            if value is not None and (len(value) != len(self.shape) or any(v < 1 for v in value)):
+                raise ValueError(
+                    f"{self.name}: {field_name} {list(value)} must be >= 1 per dimension of {list(self.shape)}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.dtype, "shape": list(self.shape)}
+        d: dict[str, Any] = {"name": self.name, "datatype": self.dtype, "shape": list(self.shape)}
+        if self.multiple_of:
+            d["multiple_of"] = list(self.multiple_of)
+        if self.min_shape:
+            d["min_shape"] = list(self.min_shape)
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> TensorSpec:
-        return TensorSpec(name=d["name"], shape=tuple(d["shape"]), dtype=d.get("datatype", "FP32"))
+        multiple_of, min_shape = d.get("multiple_of"), d.get("min_shape")
+        return TensorSpec(
+            name=d["name"],
+            shape=tuple(d["shape"]),
+            dtype=d.get("datatype", "FP32"),
+            multiple_of=tuple(multiple_of) if multiple_of else None,
+            min_shape=tuple(min_shape) if min_shape else None,
+        )
+
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        """Why ``shape`` (batch included) does not fit this spec, or None when it does."""
+        if len(shape) != len(self.shape) or any(s not in (-1, d) for s, d in zip(self.shape, shape, strict=True)):
+            return f"does not fit the spec {list(self.shape)}"
+        for i in range(1, len(shape)):
+            if self.multiple_of and shape[i] % self.multiple_of[i]:
+                return f"dimension {i} is {shape[i]}, not a multiple of {self.multiple_of[i]}"
+            if self.min_shape and shape[i] < self.min_shape[i]:
+                return f"dimension {i} is {shape[i]}, below the minimum {self.min_shape[i]}"
+        return None
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,8 @@ register(
     ModelEntry(
         name="luna_segmentation",
         constructor=UNetWrapper,
-        inputs=(TensorSpec("ct_slices", (-1, 8, -1, -1)),),
+        # Four levels halve H and W three times: other sizes come out cropped (eager) or fail (ONNX, .pt2).
+        inputs=(TensorSpec("ct_slices", (-1, 8, -1, -1), multiple_of=(1, 1, 8, 8), min_shape=(1, 8, 8, 8)),),
         outputs=(TensorSpec("nodule_probability", (-1, 1, -1, -1)),),
         description="Chapter 13 UNetWrapper(in_channels=8, n_classes=1, depth=4, wf=3, padding, batch_norm, upconv)",
         default_args=dict(MEAP_SEGMENTATION_ARGS),
