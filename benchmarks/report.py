@@ -104,8 +104,11 @@ def _targets(results: dict) -> list[str]:
                     f"ResNet-18 c=16 >= 90 % of in-process ({protocol})",
                     f"{100 * share:.0f} % ({c16['rps']:.1f} of {limit['items_per_s']:.1f} img/s)",
                     share >= 0.9,
-                    "request threads decode 600 KB bodies (JSON: 150,528 numbers each, see server CPU/request) "
-                    "on the cores the model's two intra-op threads need.",
+                    "each request's 3 MB of JSON (150,528 numbers) is parsed on the cores the model's two intra-op "
+                    "threads need; compare server CPU/request with the binary rows."
+                    if protocol == "json"
+                    else "HTTP threads receive 600 KB bodies and wrk runs on the cores the model's two intra-op "
+                    "threads need.",
                 )
         c1 = _best(results, "resnet18", "torchship", "binary", 1)
         if c1:
@@ -181,7 +184,8 @@ def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
         "`torch.no_grad`, Flask's threaded server), same protocol and payloads.",
         "- HTTP floor (MLP, JSON): nginx answering every request with a constant of the same size "
         "(`nginx-floor` rows): what loopback, wrk and an HTTP server doing no work cost on this machine.",
-        "- In-process limit: the same artifact called in a loop through `torchship._C` at the best batch size "
+        "- In-process limit: the same artifact called in a loop through `torchship._C` at the best batch size, "
+        "each batch size the median of as many windows as the server points have repeats "
         "(`benchmarks/in_process.py`), with torchship-server's threads and allocator "
         f"({results.get('allocator') or 'the system malloc'}). Flask runs as users start it: system malloc.",
         "",

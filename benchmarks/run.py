@@ -273,7 +273,7 @@ def allocator_ab(repo: Path, model: str, seconds: float, threads: int, rounds_n:
     rounds: dict[str, list[dict]] = {name: [] for name in candidates}
     for _ in range(rounds_n):  # interleaved, so a slow spell on the VM hits every allocator alike
         for name, lib in candidates.items():
-            rounds[name].append(in_process_limit(repo, model, seconds, threads, lib, batches="1,8,16,32"))
+            rounds[name].append(in_process_limit(repo, model, seconds, threads, lib, batches="1,8,16,32", repeats="1"))
     medians = {}
     for name, runs in rounds.items():
         by_batch = [r["items_per_s_by_batch"] for r in runs]
@@ -319,7 +319,9 @@ def main() -> None:
         threads = 2 if model == "resnet18" else 1
         extra = ["--intra-op-threads", str(threads)]
         results["settings"][model] = " ".join(extra)
-        results["in_process"][model] = in_process_limit(single_repo, model, args.duration / 2, threads, allocator)
+        results["in_process"][model] = in_process_limit(
+            single_repo, model, args.duration / 2, threads, allocator, repeats=str(args.repeats)
+        )
         print(f"  in-process limit: {results['in_process'][model]}", flush=True)
         if model == "resnet18" and not args.skip_allocators:
             results["allocators"] = allocator_ab(single_repo, model, args.duration / 2, threads)
