@@ -108,7 +108,8 @@ def overload(repo: Path, seconds: int, rounds: int) -> list[str]:
             f"- Metrics: `{'; '.join(overloaded) or '(none)'}`",
             "- Goodput: wrk ignores Retry-After and resends at once, so the server spends its cores receiving and "
             "refusing 600 KB bodies; the 200s above are what the model still got done. Refusing before the body is "
-            "read would leave more for the model; clients that honour Retry-After (torchship.client does) avoid it.",
+            "read would leave more for the model; clients that honour Retry-After "
+            "(`torchship.client.Client(..., overload_retries=N)`) avoid it.",
             f"- Recovery: a client honouring Retry-After got {resp.status_code} after {attempts} attempt(s), "
             f"{after_s:.2f} s after the load stopped.",
         ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -93,13 +94,25 @@ class Client:
     """Talks to one server. ``url`` like ``http://127.0.0.1:8000``; ``timeout`` in seconds.
 
     ``transport``: an httpx transport, e.g. ``httpx.HTTPTransport(uds=path)`` for a unix socket.
+    ``overload_retries``: how many times ``infer`` resends a request the server refused as overloaded
+    (503 with ``Retry-After``), waiting as long as the server asks (at most ``max_retry_wait`` seconds).
     """
 
     def __init__(
-        self, url: str = "http://127.0.0.1:8000", timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str = "http://127.0.0.1:8000",
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        overload_retries: int = 0,
+        max_retry_wait: float = 5.0,
     ) -> None:
+        if overload_retries < 0 or max_retry_wait < 0:
+            raise ValueError("overload_retries and max_retry_wait must be >= 0")
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
         self._metadata: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self._overload_retries = overload_retries
+        self._max_retry_wait = max_retry_wait
 
     def close(self) -> None:
         self._http.close()
@@ -186,7 +199,13 @@ class Client:
         else:
             headers["Content-Type"] = "application/json"
             body = header
-        response = self._http.post(self._model_path(model, version) + "/infer", content=body, headers=headers)
+        path = self._model_path(model, version) + "/infer"
+        for attempt in range(self._overload_retries + 1):
+            response = self._http.post(path, content=body, headers=headers)
+            retry_after = response.headers.get("Retry-After")
+            if response.status_code != 503 or retry_after is None or attempt == self._overload_retries:
+                break
+            time.sleep(min(float(retry_after), self._max_retry_wait))
         self._raise_for_status(response)
         return self.decode_response(response)
 
