@@ -42,16 +42,25 @@ std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
-    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
-      throw OverloadedError("request queue is full (" + std::to_string(queue_.size()) +
-                            " waiting, max_queue_size " + std::to_string(options_.max_queue_size) + "); retry later");
-    }
+    throw_if_full();
     queued_rows_ += request.rows;
     queue_.push_back(std::move(request));
     stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
   }
   work_available_.notify_one();
   return future;
+}
+
+void DynamicBatcher::throw_if_full() const {
+  if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
+    throw OverloadedError("request queue is full (" + std::to_string(queue_.size()) + " waiting, max_queue_size " +
+                          std::to_string(options_.max_queue_size) + "); retry later");
+  }
+}
+
+void DynamicBatcher::check_capacity() {
+  std::lock_guard lock(mutex_);
+  throw_if_full();
 }
 
 int DynamicBatcher::claim_free_instance() {

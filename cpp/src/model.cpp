@@ -173,6 +173,15 @@ std::vector<torch::Tensor> Model::run_batch(int instance, const std::vector<torc
   return instances_.at(static_cast<size_t>(instance))->run(batch);
 }
 
+void Model::refuse_if_overloaded() {
+  try {
+    batcher_->check_capacity();
+  } catch (const OverloadedError&) {
+    stats_->failed_overloaded.fetch_add(1);
+    throw;
+  }
+}
+
 std::vector<torch::Tensor> Model::order_inputs(const NamedTensors& named) const {
   std::vector<torch::Tensor> ordered(config_.inputs.size());
   for (const auto& [name, tensor] : named) {

@@ -127,14 +127,17 @@ TEST(Batcher, RejectsWhenTheQueueIsFull) {
   DynamicBatcher batcher(options(1, 2), std::ref(model), stats);
   auto running = batcher.submit(rows({0}));
   wait_until([&] { return model.running.load() == 1; });
+  EXPECT_NO_THROW(batcher.check_capacity());
   auto q1 = batcher.submit(rows({1}));
   auto q2 = batcher.submit(rows({2}));
+  EXPECT_THROW(batcher.check_capacity(), OverloadedError);  // what a server asks before decoding a body
   EXPECT_THROW(batcher.submit(rows({3})), OverloadedError);
   model.gate_open = true;
   EXPECT_FLOAT_EQ(q2.get()[0].item<float>(), 4.0f);  // rejected work lost nothing already queued
   running.get();
   q1.get();
   EXPECT_NO_THROW(batcher.run(rows({5})));  // recovers once drained
+  EXPECT_NO_THROW(batcher.check_capacity());
 }
 
 TEST(Batcher, TimesOutAQueuedRequest) {

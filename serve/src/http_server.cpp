@@ -453,6 +453,9 @@ class HttpServer::Impl {
 
   void infer(const httplib::Request& req, httplib::Response& res, const Route& r, std::string_view body) {
     const auto model = find_model(r);
+    // A full queue refuses before the body is decoded (a JSON image is ~10 ms of
+    // parsing), leaving the cores to the requests already accepted.
+    model->refuse_if_overloaded();
     InferRequest request;
     std::vector<OutputSelection> selection;
     try {

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -241,6 +242,25 @@ def test_overload_is_503_with_retry_after(start_server: StartServer, thermometer
         f'torchship_inference_failure_total{{model="{MODEL}",version="1",reason="overloaded"}} {statuses.count(503)}'
         in metrics
     )
+
+
+def test_a_full_queue_refuses_before_decoding(start_server: StartServer, thermometer_repository: Path) -> None:
+    """While the queue is full the body is not even parsed: a malformed one gets the 503 too, and counts as
+    overloaded; once the queue drains the same body is a 400 again."""
+    server = start_server(thermometer_repository, "--max-queue-size", "1", "--max-queue-delay-us", "2000000")
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        waiting = threading.Thread(target=lambda: http.post(INFER, content=request(T_U)))
+        waiting.start()  # sits in the queue for up to 2 s, waiting for company
+        deadline, depth = time.monotonic() + 10, f'torchship_queue_depth{{model="{MODEL}",version="1"}} 1'
+        while depth not in http.get("/metrics").text:
+            assert time.monotonic() < deadline, "the first request never queued"
+            time.sleep(0.01)
+        refused = http.post(INFER, content=b"{oops")
+        assert refused.status_code == 503 and "request queue is full" in refused.json()["error"], refused.text
+        waiting.join()
+        assert http.post(INFER, content=b"{oops").status_code == 400
+        metrics = http.get("/metrics").text
+    assert f'torchship_inference_failure_total{{model="{MODEL}",version="1",reason="overloaded"}} 1' in metrics
 
 
 def test_not_ready_while_loading(start_server: StartServer, thermometer_repository: Path, tmp_path: Path) -> None:

@@ -50,6 +50,10 @@ class DynamicBatcher {
   // Throws OverloadedError when the queue is full, UnavailableError after shutdown.
   std::future<Tensors> submit(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline = {});
 
+  // Throws the OverloadedError submit() would throw now. Lets a caller refuse a
+  // request before decoding it; advisory (the queue may drain or fill meanwhile).
+  void check_capacity();
+
   // submit() and wait; throws TimeoutError past the deadline.
   Tensors run(Tensors inputs, std::optional<std::chrono::microseconds> timeout = {});
 
@@ -67,6 +71,7 @@ class DynamicBatcher {
 
   void worker_loop(int worker);
   int claim_free_instance();  // under mutex_; -1 when every instance is busy
+  void throw_if_full() const;  // under mutex_
   void release_instance(int instance);
   std::vector<Request> take_batch(std::unique_lock<std::mutex>& lock);
   void execute(int worker, std::vector<Request>& batch);

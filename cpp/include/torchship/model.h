@@ -58,6 +58,9 @@ class Model {
                                    std::optional<std::chrono::microseconds> timeout = {});
   // Same, with inputs by name (any order); unknown or missing names are errors.
   std::vector<torch::Tensor> infer(const NamedTensors& inputs, std::optional<std::chrono::microseconds> timeout = {});
+  // Throws OverloadedError (and counts it) while the request queue is full, so a
+  // server can refuse a request before decoding it. Advisory: infer() decides.
+  void refuse_if_overloaded();
   // Orders named inputs as the config lists them; throws InvalidInputError.
   std::vector<torch::Tensor> order_inputs(const NamedTensors& inputs) const;
 
