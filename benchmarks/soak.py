@@ -106,10 +106,11 @@ def overload(repo: Path, seconds: int, rounds: int) -> list[str]:
             + " MB. The first round sets the working set (64 connection threads each holding a 600 KB body, the "
             "allocator's per-thread caches); " + memory_verdict(rss),
             f"- Metrics: `{'; '.join(overloaded) or '(none)'}`",
-            "- Goodput: wrk ignores Retry-After and resends at once, so the server spends its cores receiving and "
-            "refusing 600 KB bodies; the 200s above are what the model still got done. Refusing before the body is "
-            "read would leave more for the model; clients that honour Retry-After "
-            "(`torchship.client.Client(..., overload_retries=N)`) avoid it.",
+            "- Goodput: wrk ignores Retry-After and resends at once; its sending and the connection threads' "
+            "receiving (600 KB per request, on the same 2 cores) leave the model little CPU, so the 200s above are "
+            "what it still got done. The server refuses before decoding a body (no JSON parse for a refused "
+            "request), not before receiving it. Clients that honour Retry-After "
+            "(`torchship.client.Client(..., overload_retries=N)`) avoid the storm.",
             f"- Recovery: a client honouring Retry-After got {resp.status_code} after {attempts} attempt(s), "
             f"{after_s:.2f} s after the load stopped.",
         ]
