@@ -22,7 +22,15 @@ from torch import nn
 
 from torchship import models, tolerance
 from torchship.cli import main
-from torchship.export import RANDOM_INIT, ExportError, export_registry_model, formats, random_init_checkpoint, toolchain
+from torchship.export import (
+    RANDOM_INIT,
+    ExportError,
+    export_checkpoint,
+    export_registry_model,
+    formats,
+    random_init_checkpoint,
+    toolchain,
+)
 from torchship.export.source import weights_digest
 from torchship.models import registry
 from torchship.models.registry import ModelEntry, TensorSpec
@@ -140,9 +148,16 @@ def test_requests_that_cannot_work_are_refused_before_any_work(tmp_path: Path) -
         export_registry_model("thermometer_linear", repo, ["torchscript"], devices=["tpu"])
     with pytest.raises(ExportError, match="does not fit its spec"):
         export_registry_model("cyclegan", repo, ["torchscript"], example_shapes={"image": (1, 4, 64, 64)})
-    with pytest.raises(ExportError, match=r"model 'cyclegan': eager PyTorch failed at batch 3, input 3x2x2: Runtime"):
-        tiny = {"model_args": {"ngf": 2, "n_blocks": 0}, "example_shapes": {"image": (1, 3, 16, 16)}}
+    tiny = {"model_args": {"ngf": 2, "n_blocks": 0}, "example_shapes": {"image": (1, 3, 16, 16)}}
+    with pytest.raises(ExportError, match=r"verify shape 1x3x2x2 for 'image': dimension 2 is 2, below the minimum 5"):
         export_registry_model("cyclegan", repo, ["torchscript"], verify_shapes={"image": [(1, 3, 2, 2)]}, **tiny)
+    # Without the registry's size rule the same shape reaches eager PyTorch, whose failure is reported as such.
+    unruled = random_init_checkpoint("cyclegan", tiny["model_args"], 0)
+    for spec in unruled["inputs"]:
+        spec.pop("min_shape", None)
+    with pytest.raises(ExportError, match=r"model 'cyclegan': eager PyTorch failed at batch 3, input 3x2x2: Runtime"):
+        shapes = {"verify_shapes": {"image": [(1, 3, 2, 2)]}, "example_shapes": tiny["example_shapes"]}
+        export_checkpoint(unruled, repo, ["torchscript"], **shapes)
     with pytest.raises(ExportError, match="not a valid repository name"):
         export_registry_model("thermometer_linear", repo, ["torchscript"], name="../escape")
     if not torch.cuda.is_available():

@@ -60,7 +60,7 @@ class TensorSpec:
     def shape_problem(self, shape: tuple[int, ...]) -> str | None:
         """Why ``shape`` (batch included) does not fit this spec, or None when it does."""
         if len(shape) != len(self.shape) or any(s not in (-1, d) for s, d in zip(self.shape, shape, strict=True)):
-            return f"does not fit the spec {list(self.shape)}"
+            return f"does not fit its spec {list(self.shape)}"
         for i in range(1, len(shape)):
             if self.multiple_of and shape[i] % self.multiple_of[i]:
                 return f"dimension {i} is {shape[i]}, not a multiple of {self.multiple_of[i]}"
