@@ -14,12 +14,39 @@ from torchship.training.distributed import DEVICES
 from torchship.training.image_recipes import ImageRecipe, image_recipes
 
 
+def _common_options(
+    p: argparse.ArgumentParser,
+    *,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+    seed_help: str,
+    out: Path,
+    out_help: str,
+) -> None:
+    """The options every recipe has: length, step size, seed, checkpoint path, progress bar."""
+    p.add_argument("--epochs", type=int, default=epochs, help="training epochs (default %(default)s)")
+    p.add_argument(
+        "--learning-rate", "--lr", type=float, default=learning_rate, help="optimizer step size (default %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=seed, help=f"{seed_help} (default %(default)s)")
+    p.add_argument("--out", type=Path, default=out, help=f"{out_help} (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def _thermometer(
     sub: argparse._SubParsersAction, name: str, model: str, defaults: thermometer.ThermometerConfig
 ) -> None:
     p = sub.add_parser(name, help=f"train {model} (book chapter {'5' if model.endswith('linear') else '6'})")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs (default %(default)s)")
-    p.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate, help="default %(default)s")
+    _common_options(
+        p,
+        epochs=defaults.epochs,
+        learning_rate=defaults.learning_rate,
+        seed=defaults.seed,
+        seed_help="seed for the split and init",
+        out=Path(f"checkpoints/{model}.ckpt"),
+        out_help="checkpoint path",
+    )
     p.add_argument(
         "--input-scale",
         type=float,
@@ -41,11 +68,6 @@ def _thermometer(
         default=defaults.val_fraction,
         help="fraction held out for validation (book: 0.2; default %(default)s trains on all 11 readings)",
     )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for the split and init (default %(default)s)")
-    p.add_argument(
-        "--out", type=Path, default=Path(f"checkpoints/{model}.ckpt"), help="checkpoint path (default %(default)s)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=lambda a: _run_thermometer(a, model))
 
 
@@ -109,15 +131,16 @@ def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
         p.add_argument(
             "--split-seed", type=int, default=0, help="seed of the train/validation split (default %(default)s)"
         )
-    p.add_argument("--epochs", type=int, default=recipe.epochs, help="total epochs (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=recipe.batch_size, help="per process (default %(default)s)")
-    p.add_argument(
-        "--learning-rate",
-        "--lr",
-        type=float,
-        default=recipe.learning_rate,
-        help="optimizer step size (default %(default)s)",
+    _common_options(
+        p,
+        epochs=recipe.epochs,
+        learning_rate=recipe.learning_rate,
+        seed=0,
+        seed_help="seed of the initial weights and the batch order",
+        out=Path(f"checkpoints/{recipe.model}.ckpt"),
+        out_help="checkpoint path, rewritten after every epoch",
     )
+    p.add_argument("--batch-size", type=int, default=recipe.batch_size, help="per process (default %(default)s)")
     p.add_argument("--momentum", type=float, default=recipe.momentum, help="SGD momentum (default %(default)s)")
     p.add_argument(
         "--weight-decay",
@@ -138,9 +161,6 @@ def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="constructor argument of the model, repeatable (e.g. n_blocks=100, share_weights=true)",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the initial weights and the batch order (default %(default)s)"
     )
     p.add_argument(
         "--device",
@@ -165,19 +185,12 @@ def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
         help="continue the run saved in this checkpoint (weights, optimizer state, epoch) up to --epochs",
     )
     p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(f"checkpoints/{recipe.model}.ckpt"),
-        help="checkpoint path, rewritten after every epoch (default %(default)s)",
-    )
-    p.add_argument(
         "--tb-dir",
         default="runs",
         help="TensorBoard log root; runs go to <tb-dir>/<recipe>/<time>-{trn,val}_cls[-comment]; '' disables "
         "(default %(default)s)",
     )
     p.add_argument("--comment", default="", help="suffix of the TensorBoard run folders")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=lambda a: _run_image(a, recipe))
 
 
