@@ -2,6 +2,8 @@
 
     make bench                                   # everything, medians of 3 runs
     .venv/bin/python benchmarks/run.py --duration 3 --repeats 1 --models thermometer_mlp   # a quick look
+    .venv/bin/python benchmarks/run.py --models resnet18 --concurrency 16 --skip-flask --skip-allocators \
+        --server-arg=--max-queue-delay-us=2000 --out /tmp/ab.md                     # an A/B of one setting
 
 Load comes from wrk (a native generator, light enough to share the 2 cores; its CPU is reported too).
 Writes docs/benchmarks.md (tables, machine, settings, commands) and docs/benchmarks.png.
@@ -300,6 +302,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=list(CONCURRENCY))
     p.add_argument("--skip-flask", action="store_true", help="measure torchship only")
     p.add_argument("--skip-allocators", action="store_true", help="skip the in-process allocator A/B")
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra torchship-server argument, repeatable, for A/B runs (e.g. --server-arg=--max-queue-delay-us=2000)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = p.parse_args()
     if not shutil.which("wrk"):
@@ -317,7 +326,7 @@ def main() -> None:
             (single_repo / model).symlink_to(repo / model, target_is_directory=True)
         payloads = write_payloads(repo, model)
         threads = 2 if model == "resnet18" else 1
-        extra = ["--intra-op-threads", str(threads)]
+        extra = ["--intra-op-threads", str(threads), *args.server_arg]
         results["settings"][model] = " ".join(extra)
         results["in_process"][model] = in_process_limit(
             single_repo, model, args.duration / 2, threads, allocator, repeats=str(args.repeats)
