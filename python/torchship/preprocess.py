@@ -9,7 +9,9 @@ a server whose preprocessing drifts from training's). Keys, applied in this orde
     center_crop     int or [H, W]
     grey_to_rgb     repeat a single channel three times
     to_tensor       HWC uint8 PIL image -> CHW float in [0, 1]
-    normalize       {"mean": [...], "std": [...]} per channel
+    normalize       {"mean": [...], "std": [...]} per channel; "in_model" when a layer of the model does it
+
+CT models (LunaModel, the U-Net) declare ``hu_clip`` instead: their input is Hounsfield units, not an image.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def _resize(spec: Any) -> Callable[[Any], Any]:
 
 def image_transform(preprocessing: Mapping[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
     """A PIL image -> one CHW float32 tensor (no batch dimension), as the model expects it."""
+    if "hu_clip" in preprocessing:
+        raise ValueError(
+            "this model takes CT data in Hounsfield units (preprocessing 'hu_clip'), not an image; send its input "
+            "tensor instead"
+        )
     steps: list[Callable[[Any], Any]] = []
     if "resize" in preprocessing:
         steps.append(_resize(preprocessing["resize"]))
@@ -48,7 +55,7 @@ def image_transform(preprocessing: Mapping[str, Any]) -> Callable[[Image.Image],
         steps.append(lambda t: t.to(torch.float32) / 255.0)  # to_tensor's [0, 1]
     if preprocessing.get("grey_to_rgb"):
         steps.append(lambda t: t.expand(3, -1, -1) if t.shape[0] == 1 else t)
-    if "normalize" in preprocessing:
+    if isinstance(preprocessing.get("normalize"), Mapping):  # "in_model": the model's first layer does it
         mean, std = preprocessing["normalize"]["mean"], preprocessing["normalize"]["std"]
         steps.append(lambda t: F.normalize(t, mean, std))
 

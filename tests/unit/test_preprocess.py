@@ -7,6 +7,7 @@ preprocessing a repository carries (what clients apply before sending) gives the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torchvision import transforms
@@ -59,3 +60,17 @@ def test_digits_preprocessing_equals_the_training_path() -> None:
         # An 8x8 greyscale image holding the raw 0..16 values, as a client would send it.
         image = Image.fromarray(pixels[i].numpy().astype(np.uint8), "L")
         torch.testing.assert_close(transform(image), trained_on[i], rtol=0, atol=1e-6)
+
+
+def test_ct_models_refuse_images_with_a_reason() -> None:
+    """LunaModel and the U-Net take Hounsfield units; an image must be refused by name, not crash."""
+    for name in ("luna_classifier", "luna_segmentation"):
+        with pytest.raises(ValueError, match="Hounsfield units"):
+            image_transform(models.get(name).preprocessing)
+
+
+def test_normalization_done_by_the_model_is_not_applied_twice() -> None:
+    image = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4))
+    plain = image_transform({})(image)
+    in_model = image_transform({"normalize": "in_model"})(image)
+    assert torch.equal(plain, in_model)
