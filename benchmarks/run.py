@@ -30,14 +30,14 @@ import httpx
 import numpy as np
 import torch
 
-from torchship.server_process import ServerProcess
+from torchship.server_process import ServerProcess, server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 CONCURRENCY = (1, 4, 16, 64)
-# model -> (one request's input shape, input name)
-MODELS = {"thermometer_mlp": ((1, 1), "t_u"), "resnet18": ((1, 3, 224, 224), "image")}
+# model -> one request's input shape (the input's name comes from config.json)
+MODELS = {"thermometer_mlp": (1, 1), "resnet18": (1, 3, 224, 224)}
 
 
 @dataclass
@@ -66,13 +66,22 @@ def prepare_repository(models: list[str]) -> Path:
     return repo
 
 
+def single_repo(repo: Path, model: str) -> Path:
+    """A repository holding only `model` (a symlink into `repo`), so a server loads nothing else."""
+    path = WORK / f"repo_{model}"
+    if not path.exists():
+        path.mkdir(parents=True)
+        (path / model).symlink_to(repo / model, target_is_directory=True)
+    return path
+
+
 def input_name(repo: Path, model: str) -> str:
     return json.loads((repo / model / "config.json").read_text())["inputs"][0]["name"]
 
 
 def write_payloads(repo: Path, model: str) -> dict[str, tuple[Path, str, str]]:
     """protocol -> (body file, content type, Inference-Header-Content-Length)."""
-    shape, _ = MODELS[model]
+    shape = MODELS[model]
     name = input_name(repo, model)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     out = {}
@@ -242,8 +251,6 @@ def measure_server(
 
 def server_allocator() -> str | None:
     """The malloc library torchship-server links (tcmalloc when CMake found it), from ldd."""
-    from torchship.server_process import server_binary
-
     out = subprocess.run(["ldd", str(server_binary())], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         if "tcmalloc" in line or "jemalloc" in line:
@@ -253,7 +260,7 @@ def server_allocator() -> str | None:
 
 def in_process_limit(repo: Path, model: str, seconds: float, threads: int, preload: str | None, **kw: str) -> dict:
     """benchmarks/in_process.py in a child process with `preload` as its allocator (None: the system's)."""
-    shape, _ = MODELS[model]
+    shape = MODELS[model]
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     if preload:
@@ -320,34 +327,27 @@ def main() -> None:
     results: dict = {"points": [], "in_process": {}, "cold_start_s": {}, "settings": {}, "allocator": allocator}
     for model in models:
         print(f"== {model}", flush=True)
-        single_repo = WORK / f"repo_{model}"
-        if not single_repo.exists():
-            single_repo.mkdir()
-            (single_repo / model).symlink_to(repo / model, target_is_directory=True)
+        one = single_repo(repo, model)
         payloads = write_payloads(repo, model)
         threads = 2 if model == "resnet18" else 1
         extra = ["--intra-op-threads", str(threads), *args.server_arg]
         results["settings"][model] = " ".join(extra)
         results["in_process"][model] = in_process_limit(
-            single_repo, model, args.duration / 2, threads, allocator, repeats=str(args.repeats)
+            one, model, args.duration / 2, threads, allocator, repeats=str(args.repeats)
         )
         print(f"  in-process limit: {results['in_process'][model]}", flush=True)
         if model == "resnet18" and not args.skip_allocators:
-            results["allocators"] = allocator_ab(single_repo, model, args.duration / 2, threads)
+            results["allocators"] = allocator_ab(one, model, args.duration / 2, threads)
             for name, r in results["allocators"].items():
                 print(f"  in-process, {name}: {r['items_per_s_by_batch']}", flush=True)
-        results["cold_start_s"][model] = cold_start(single_repo, model, 3, extra)
+        results["cold_start_s"][model] = cold_start(one, model, 3, extra)
         print(f"  cold start (spawn -> ready): {results['cold_start_s'][model]:.2f} s", flush=True)
-        results["points"] += [
-            asdict(pt) for pt in measure_server("torchship", single_repo, model, payloads, args, extra)
-        ]
+        results["points"] += [asdict(pt) for pt in measure_server("torchship", one, model, payloads, args, extra)]
         if not args.skip_flask:
-            results["points"] += [asdict(pt) for pt in measure_server("flask", single_repo, model, payloads, args, [])]
+            results["points"] += [asdict(pt) for pt in measure_server("flask", one, model, payloads, args, [])]
         if model == "thermometer_mlp":
             json_only = {"json": payloads["json"]}
-            results["points"] += [
-                asdict(pt) for pt in measure_server("nginx-floor", single_repo, model, json_only, args, [])
-            ]
+            results["points"] += [asdict(pt) for pt in measure_server("nginx-floor", one, model, json_only, args, [])]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     from report import write_report
 

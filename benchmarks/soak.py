@@ -19,10 +19,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import WORK, prepare_repository, run_wrk, write_payloads
+from run import ROOT, WORK, prepare_repository, run_wrk, single_repo, write_payloads
 from torchship.server_process import ServerProcess
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb(pid: int) -> float:
@@ -30,14 +28,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def single_repo(repo: Path, model: str) -> Path:
-    path = WORK / f"repo_{model}"
-    if not path.exists():
-        path.mkdir(parents=True)
-        (path / model).symlink_to(repo / model, target_is_directory=True)
-    return path
 
 
 def soak(repo: Path, rounds: int, seconds: int) -> list[str]:

@@ -78,19 +78,7 @@ def main() -> None:
             print(f"   digits_net: {accuracy:.1%} of 200 held-out digits right (binary tensor protocol)")
 
             step("5/6 parity: every model through every runtime against eager PyTorch")
-            subprocess.run(
-                [
-                    TORCHSHIP,
-                    "parity",
-                    "--repository",
-                    str(REPO),
-                    "--server-url",
-                    server.url,
-                    "--markdown",
-                    str(OUT / "parity.md"),
-                ],
-                check=True,
-            )
+            cli("parity", "--repository", str(REPO), "--server-url", server.url, "--markdown", str(OUT / "parity.md"))
     finally:
         step("6/6 stop: SIGTERM, drain, exit")
         code = server.stop()

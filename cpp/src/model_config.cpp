@@ -101,40 +101,43 @@ void validate_inputs(const ModelConfig& config, const std::vector<torch::Tensor>
   for (size_t i = 0; i < inputs.size(); ++i) {
     const auto& spec = config.inputs[i];
     const auto& t = inputs[i];
-    const std::string where = "input '" + spec.name + "' of model '" + config.name + "'";
-    if (!t.defined()) throw InvalidInputError(where + " is missing");
+    // Messages are built only on the way out: this runs for every request.
+    const auto where = [&] { return "input '" + spec.name + "' of model '" + config.name + "'"; };
+    if (!t.defined()) throw InvalidInputError(where() + " is missing");
     if (t.scalar_type() != spec.dtype) {
-      throw InvalidInputError(where + ": expected datatype " + dtype_name(spec.dtype) + ", received " +
+      throw InvalidInputError(where() + ": expected datatype " + dtype_name(spec.dtype) + ", received " +
                               c10::toString(t.scalar_type()));
     }
     if (t.dim() != static_cast<int64_t>(spec.shape.size())) {
-      throw InvalidInputError(where + ": expected shape " + shape_string(spec.shape) + " (rank " +
+      throw InvalidInputError(where() + ": expected shape " + shape_string(spec.shape) + " (rank " +
                               std::to_string(spec.shape.size()) + "), received " + shape_string(t.sizes()));
     }
     for (size_t d = 1; d < spec.shape.size(); ++d) {
       const int64_t size = t.size(static_cast<int64_t>(d));
       if (spec.shape[d] != -1 && spec.shape[d] != size) {
-        throw InvalidInputError(where + ": expected shape " + shape_string(spec.shape) + ", received " +
+        throw InvalidInputError(where() + ": expected shape " + shape_string(spec.shape) + ", received " +
                                 shape_string(t.sizes()));
       }
-      const auto dim = " dimension " + std::to_string(d) + " is " + std::to_string(size) + " in shape " +
-                       shape_string(t.sizes()) + "; this model takes ";
+      const auto dim = [&] {
+        return " dimension " + std::to_string(d) + " is " + std::to_string(size) + " in shape " +
+               shape_string(t.sizes()) + "; this model takes ";
+      };
       if (!spec.multiple_of.empty() && size % spec.multiple_of[d] != 0) {
-        throw InvalidInputError(where + ":" + dim + "multiples of " + std::to_string(spec.multiple_of[d]) +
+        throw InvalidInputError(where() + ":" + dim() + "multiples of " + std::to_string(spec.multiple_of[d]) +
                                 " there (multiple_of " + shape_string(spec.multiple_of) + ")");
       }
       if (!spec.min_shape.empty() && size < spec.min_shape[d]) {
-        throw InvalidInputError(where + ":" + dim + "at least " + std::to_string(spec.min_shape[d]) +
+        throw InvalidInputError(where() + ":" + dim() + "at least " + std::to_string(spec.min_shape[d]) +
                                 " there (min_shape " + shape_string(spec.min_shape) + ")");
       }
     }
     const int64_t rows = t.size(0);
     if (rows < 1 || rows > config.max_batch_size) {
-      throw InvalidInputError(where + ": batch size " + std::to_string(rows) + " is outside 1.." +
+      throw InvalidInputError(where() + ": batch size " + std::to_string(rows) + " is outside 1.." +
                               std::to_string(config.max_batch_size) + " (max_batch_size)");
     }
     if (batch != -1 && rows != batch) {
-      throw InvalidInputError(where + ": batch size " + std::to_string(rows) + " differs from the other inputs' " +
+      throw InvalidInputError(where() + ": batch size " + std::to_string(rows) + " differs from the other inputs' " +
                               std::to_string(batch));
     }
     batch = rows;

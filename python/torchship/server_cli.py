@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from torchship.server_process import server_binary
 
 # torchship-server's flags, passed through unchanged when given: (flag, type, help).
 SERVER_FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -33,19 +33,8 @@ SERVER_FLAGS: tuple[tuple[str, type, str], ...] = (
 )
 
 
-def server_binary() -> Path:
-    """torchship-server installed beside this interpreter (the venv's bin), else on PATH."""
-    beside = Path(sys.executable).with_name("torchship-server")
-    if beside.is_file():
-        return beside
-    found = shutil.which("torchship-server")
-    if found is None:
-        raise FileNotFoundError("torchship-server not found beside the interpreter or on PATH; run tools/bootstrap.sh")
-    return Path(found)
-
-
 def server_argv(args: argparse.Namespace) -> list[str]:
-    argv = [str(server_binary()), "--model-repository", str(args.model_repository)]
+    argv = [str(server_binary(search_path=True)), "--model-repository", str(args.model_repository)]
     for flag, _, _ in SERVER_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:

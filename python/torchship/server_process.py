@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +22,17 @@ import httpx
 PORT_LINE = re.compile(r"listening on port (\d+)")
 
 
-def server_binary() -> Path:
-    """torchship-server as installed beside this interpreter by tools/bootstrap.sh."""
+def server_binary(search_path: bool = False) -> Path:
+    """torchship-server as installed beside this interpreter by tools/bootstrap.sh; with ``search_path``,
+    else the one on PATH (tests and benchmarks pin the one beside the interpreter)."""
     path = Path(sys.executable).with_name("torchship-server")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: build it with tools/bootstrap.sh")
-    return path
+    if path.is_file():
+        return path
+    found = shutil.which("torchship-server") if search_path else None
+    if found is None:
+        where = " or on PATH" if search_path else ""
+        raise FileNotFoundError(f"{path} not found{where}: build it with tools/bootstrap.sh")
+    return Path(found)
 
 
 class ServerError(RuntimeError):

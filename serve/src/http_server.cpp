@@ -568,6 +568,5 @@ int HttpServer::start() { return impl_->start(); }
 void HttpServer::set_repository(const ModelRepository* repository) { impl_->set_repository(repository); }
 void HttpServer::begin_drain() { impl_->begin_drain(); }
 void HttpServer::stop() { impl_->stop(); }
-bool HttpServer::ready() const { return impl_->ready(); }
 
 }  // namespace torchship::serve

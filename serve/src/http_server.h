@@ -49,8 +49,6 @@ class HttpServer {
   // listener and its connection threads. Idempotent.
   void stop();
 
-  bool ready() const;
-
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;

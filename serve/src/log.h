@@ -9,8 +9,8 @@ namespace torchship::serve::log {
 
 enum class Level { trace, debug, info, warn, error, critical, off };
 
-// Asynchronous stderr logger: request threads hand a line to one writer thread
-// and never wait on the terminal; under overload the oldest lines are dropped.
+// stderr logger, synchronous into stdio's buffer (flushed every second, at once
+// for warnings and errors): no thread wake-up per access line.
 // `level`: trace, debug, info, warning (warn), error, critical or off.
 void setup(std::string_view level);
 void shutdown();  // flushes

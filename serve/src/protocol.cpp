@@ -237,7 +237,6 @@ class RequestSax {
   bool string(std::string& v) { return scalar_value(Value::String, nullptr, &v); }
 
   bool start_object() {
-    if (!enter()) return false;
     if (stack_.empty()) return push(Ctx::Root);
     Frame& top = stack_.back();
     switch (top.ctx) {
@@ -271,7 +270,6 @@ class RequestSax {
   }
 
   bool start_array() {
-    if (!enter()) return false;
     if (stack_.empty()) return fail("the request body must be a JSON object");
     Frame& top = stack_.back();
     switch (top.ctx) {
@@ -378,13 +376,6 @@ class RequestSax {
   bool fail(std::string message) {
     if (error_.empty()) error_ = std::move(message);
     return false;
-  }
-
-  bool enter() {
-    if (static_cast<int>(stack_.size()) >= limits_.max_json_depth) {
-      return fail("JSON nested deeper than " + std::to_string(limits_.max_json_depth) + " levels");
-    }
-    return true;
   }
 
   bool push(Ctx ctx) {
@@ -555,9 +546,8 @@ class RequestSax {
     if (name == "BYTES") return fail(where_input() + ": datatype BYTES is not supported (models take numeric tensors)");
     try {
       in.dtype = dtype_from_name(name);
-    } catch (const InvalidInputError&) {
-      return fail(where_input() + ": unknown datatype " + echo(name) +
-                  " (expected one of FP32, FP64, FP16, BF16, INT8, INT16, INT32, INT64, UINT8, UINT16, BOOL)");
+    } catch (const InvalidInputError& e) {
+      return fail(where_input() + ": " + e.what());  // names the datatype and lists the known ones
     }
     in.has_datatype = true;
     return true;
@@ -795,7 +785,7 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
 
   const auto parse = [&](Draft& draft, const std::vector<Hint>* hints) {
     RequestSax sax(draft, limits, json.size(), hints);
-    serve::json::Reader reader(json, sax);
+    serve::json::Reader reader(json, sax, limits.max_json_depth);  // the reader bounds nesting
     if (!reader.parse()) {
       if (!reader.error().empty()) throw InvalidInputError("malformed JSON: " + reader.error());
       throw InvalidInputError(sax.error().empty() ? std::string("malformed JSON") : sax.error());

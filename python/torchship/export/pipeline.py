@@ -229,8 +229,6 @@ def export_checkpoint(
                     artifact = {"file": file, "format": fmt, "bytes": path.stat().st_size, "sha256": sha256(path)}
                     artifacts.append(artifact | ({"device": device} if fmt == "pt2" else {}))
                 runner = formats.LOADERS[fmt](path, device)
-            except ExportError:
-                raise
             except Exception as e:
                 raise ExportError(f"model {name!r}: {fmt} export for {device} failed: {root_cause(e)}") from e
             exported = time.perf_counter()
