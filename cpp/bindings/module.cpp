@@ -119,7 +119,8 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init([](const std::string& root, const std::string& device, const std::string& format,
                        const std::vector<std::string>& models, std::optional<int> instance_count,
                        std::optional<int64_t> max_batch_size, std::optional<int64_t> max_queue_delay_us,
-                       std::optional<int64_t> max_queue_size, bool warmup) {
+                       std::optional<int64_t> max_queue_size, bool warmup, const std::string& precision,
+                       bool channels_last) {
              RepositoryOptions options;
              options.model.device = parse_device(device);
              options.model.format = format;
@@ -128,13 +129,16 @@ PYBIND11_MODULE(_C, m) {
              options.model.max_queue_delay = micros(max_queue_delay_us);
              options.model.max_queue_size = max_queue_size;
              options.model.warmup = warmup;
+             options.model.precision = parse_precision(precision);
+             options.model.channels_last = channels_last;
              options.only_models = models;
              return std::make_unique<ModelRepository>(root, options);
            }),
            py::arg("root"), py::arg("device") = "cpu", py::arg("format") = "auto",
            py::arg("models") = std::vector<std::string>{}, py::arg("instance_count") = py::none(),
            py::arg("max_batch_size") = py::none(), py::arg("max_queue_delay_us") = py::none(),
-           py::arg("max_queue_size") = py::none(), py::arg("warmup") = true,
+           py::arg("max_queue_size") = py::none(), py::arg("warmup") = true, py::arg("precision") = "exported",
+           py::arg("channels_last") = false,
            py::call_guard<py::gil_scoped_release>())
       .def("model", &ModelRepository::get, py::arg("name"), py::arg("version") = "")
       .def("models", &ModelRepository::models)

@@ -3,6 +3,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
+#include <torch/utils.h>
 
 #include "torchship/errors.h"
 
@@ -42,6 +43,15 @@ class TorchScriptBackend final : public Backend {
 
   std::string format() const override { return "torchscript"; }
 
+  void convert(std::optional<torch::ScalarType> dtype, bool channels_last) override {
+    if (dtype) module_.to(*dtype);
+    if (!channels_last) return;
+    torch::NoGradGuard no_grad;
+    for (auto p : module_.parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
+
  private:
   torch::jit::Module module_;
 };
@@ -58,6 +68,13 @@ class AotiBackend final : public Backend {
   }
 
   std::string format() const override { return "pt2"; }
+
+  void convert(std::optional<torch::ScalarType> dtype, bool channels_last) override {
+    if (!dtype && !channels_last) return;
+    throw LoadError(
+        "a .pt2 package is compiled for one dtype and memory layout: running it in another precision or "
+        "channels_last needs the model's TorchScript artifact (format 'torchscript')");
+  }
 
  private:
   torch::inductor::AOTIModelPackageLoader loader_;

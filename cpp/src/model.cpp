@@ -40,8 +40,14 @@ class InFlight {
 // host staging buffers reused across batches; it synchronizes only its stream.
 class Model::Instance {
  public:
-  Instance(const std::filesystem::path& artifact, const torch::Device& device)
-      : device_(device), backend_(load_backend(artifact, device)) {
+  Instance(const std::filesystem::path& artifact, const torch::Device& device, const ModelOptions& options,
+           const std::vector<TensorSpec>& outputs)
+      : device_(device),
+        backend_(load_backend(artifact, device)),
+        precision_(options.precision),
+        channels_last_(options.channels_last) {
+    backend_->convert(precision_, channels_last_);
+    for (const auto& spec : outputs) output_dtypes_.push_back(spec.dtype);
     if (device_.is_cuda()) {
       c10::impl::VirtualGuardImpl impl(device_.type());
       stream_ = impl.getStreamFromGlobalPool(device_, /*isHighPriority=*/false);
@@ -52,21 +58,17 @@ class Model::Instance {
     if (!device_.is_cuda()) {
       std::vector<torch::Tensor> inputs;
       inputs.reserve(batch.size());
-      for (const auto& t : batch) inputs.push_back(t.device() == device_ ? t : t.to(device_));
-      return backend_->forward(inputs);
+      for (const auto& t : batch) inputs.push_back(convert_input(t.device() == device_ ? t : t.to(device_)));
+      return convert_outputs(backend_->forward(inputs));
     }
     c10::StreamGuard guard(*stream_);
     std::vector<torch::Tensor> inputs;
     staging_.resize(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
       const auto& t = batch[i];
-      if (t.device() == device_) {
-        inputs.push_back(t);
-        continue;
-      }
-      inputs.push_back(stage(i, t).to(device_, /*non_blocking=*/true));
+      inputs.push_back(convert_input(t.device() == device_ ? t : stage(i, t).to(device_, /*non_blocking=*/true)));
     }
-    std::vector<torch::Tensor> outputs = backend_->forward(inputs);
+    std::vector<torch::Tensor> outputs = convert_outputs(backend_->forward(inputs));
     std::vector<torch::Tensor> host;
     host.reserve(outputs.size());
     for (const auto& out : outputs) {
@@ -79,6 +81,27 @@ class Model::Instance {
   }
 
  private:
+  // On the device: to the run precision and layout (casts after the copy, so
+  // only the exported dtype crosses PCIe and the cast runs on the GPU).
+  torch::Tensor convert_input(torch::Tensor t) const {
+    if (precision_ && c10::isFloatingType(t.scalar_type())) t = t.to(*precision_);
+    if (channels_last_ && t.dim() == 4) t = t.contiguous(at::MemoryFormat::ChannelsLast);
+    return t;
+  }
+
+  // Back to the config's dtypes and row-major layout, so callers never see the run precision.
+  std::vector<torch::Tensor> convert_outputs(std::vector<torch::Tensor> outputs) const {
+    if (!precision_ && !channels_last_) return outputs;
+    for (size_t i = 0; i < outputs.size() && i < output_dtypes_.size(); ++i) {
+      auto& out = outputs[i];
+      if (c10::isFloatingType(out.scalar_type()) && c10::isFloatingType(output_dtypes_[i])) {
+        out = out.to(output_dtypes_[i]);
+      }
+      out = out.contiguous();
+    }
+    return outputs;
+  }
+
   // Copies a CPU tensor into this instance's pinned buffer for input i, growing it when needed.
   torch::Tensor stage(size_t i, const torch::Tensor& t) {
     auto& buffer = staging_[i];
@@ -92,9 +115,20 @@ class Model::Instance {
 
   torch::Device device_;
   std::unique_ptr<Backend> backend_;
+  std::optional<torch::ScalarType> precision_;
+  bool channels_last_;
+  std::vector<torch::ScalarType> output_dtypes_;
   std::optional<c10::Stream> stream_;
   std::vector<torch::Tensor> staging_;
 };
+
+std::optional<torch::ScalarType> parse_precision(const std::string& name) {
+  if (name == "exported") return std::nullopt;
+  if (name == "fp32") return torch::kFloat32;
+  if (name == "fp16") return torch::kFloat16;
+  if (name == "bf16") return torch::kBFloat16;
+  throw InvalidInputError("unknown precision '" + name + "' (expected exported, fp32, fp16 or bf16)");
+}
 
 std::filesystem::path find_artifact(const std::filesystem::path& version_dir, const std::string& format,
                                     const torch::Device& device) {
@@ -118,7 +152,7 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
   const std::string what = "model '" + config_.name + "' version " + version_ + " (" + artifact_.string() + ")";
   try {
     for (int i = 0; i < config_.instance_count; ++i) {
-      instances_.push_back(std::make_unique<Instance>(artifact_, device_));
+      instances_.push_back(std::make_unique<Instance>(artifact_, device_, options, config_.outputs));
     }
   } catch (const std::exception& e) {
     throw LoadError("cannot load " + what + " on " + device_.str() + ": " + detail::describe(e));

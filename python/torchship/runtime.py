@@ -106,7 +106,11 @@ class Model:
 
 
 class Runtime:
-    """Loads every model of a repository (or the ones named) onto one device."""
+    """Loads every model of a repository (or the ones named) onto one device.
+
+    ``precision`` ("fp16"/"bf16") runs a TorchScript model's floating math in that dtype and
+    ``channels_last`` in NHWC layout; inputs and outputs keep the config's dtypes either way.
+    """
 
     def __init__(
         self,
@@ -120,6 +124,8 @@ class Runtime:
         max_queue_delay_us: int | None = None,
         max_queue_size: int | None = None,
         warmup: bool = True,
+        precision: str = "exported",
+        channels_last: bool = False,
     ) -> None:
         if not _configured:
             configure()
@@ -133,6 +139,8 @@ class Runtime:
             max_queue_delay_us=max_queue_delay_us,
             max_queue_size=max_queue_size,
             warmup=warmup,
+            precision=precision,
+            channels_last=channels_last,
         )
 
     def model(self, name: str, version: str | int = "") -> Model:

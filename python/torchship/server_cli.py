@@ -30,6 +30,10 @@ SERVER_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--max-body-bytes", int, "largest request body accepted (beyond it: 413)"),
     ("--log-level", str, "trace, debug, info, warning, error or off"),
     ("--intra-op-threads", int, "torch intra-op threads (0: torch's default)"),
+    ("--precision", str, "exported, fp32, fp16 or bf16: the dtype floating math runs in (TorchScript only)"),
+    ("--channels-last", bool, "4-D weights and inputs in NHWC, cuDNN's fast layout"),
+    ("--cudnn-benchmark", bool, "cuDNN times its algorithms per new input shape"),
+    ("--allow-tf32", bool, "TF32 for fp32 matmul/conv on Ampere+ GPUs"),
 )
 
 
@@ -37,7 +41,9 @@ def server_argv(args: argparse.Namespace) -> list[str]:
     argv = [str(server_binary(search_path=True)), "--model-repository", str(args.model_repository)]
     for flag, _, _ in SERVER_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:  # 0 is a value (--http-port 0), False an unset flag
             argv += [flag, str(value)]
     return argv
 
@@ -101,7 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run torchship-server (Open Inference Protocol over HTTP) on a model repository")
     p.add_argument("--model-repository", type=Path, required=True, help="model repository directory")
     for flag, kind, help_text in SERVER_FLAGS:
-        p.add_argument(flag, type=kind, default=None, help=help_text)
+        if kind is bool:
+            p.add_argument(flag, action="store_true", help=help_text)
+        else:
+            p.add_argument(flag, type=kind, default=None, help=help_text)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("predict", help="send one input to a running torchship server and print the outputs")

@@ -31,11 +31,19 @@ _ABS_TOL = {
 }
 SAME_ARTIFACT_TOL = 1e-6  # one artifact in Python TorchScript vs the C++ runtime, both on CPU
 CUDA_FP32_TOL = 1e-4  # CPU vs CUDA fp32 with TF32 off
+# A model run in reduced precision (Runtime(precision=...), torchship-server --precision) vs eager fp32 on
+# CPU, times max(1, max |expected|). Rounding in fp16/bf16 depends on the model's depth and value ranges, so
+# each bound is stated per model: ten times what was measured (the seeded chapter 8 Net on CPU: fp16
+# 9.5e-5, bf16 1.0e-3).
+HALF_PRECISION_TOL = {
+    ("net", "fp16"): 1e-3,
+    ("net", "bf16"): 1e-2,
+}
 
 
 def tolerance(runtime: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
     if dtype in (torch.float16, torch.bfloat16):
-        raise ValueError("half-precision tolerances are stated per model; pass atol explicitly")
+        raise ValueError("half-precision tolerances are stated per model: use HALF_PRECISION_TOL")
     if device.startswith("cuda"):
         return CUDA_FP32_TOL
     try:

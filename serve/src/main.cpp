@@ -51,6 +51,10 @@ struct Options {
   size_t max_body_bytes = serve::ServerOptions{}.max_body_bytes;
   std::string log_level = "info";
   int intra_op_threads = 0;
+  std::string precision = "exported";
+  bool channels_last = false;
+  bool cudnn_benchmark = false;
+  bool allow_tf32 = false;
 };
 
 std::string url_host(const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
@@ -58,12 +62,16 @@ std::string url_host(const std::string& host) { return host.find(':') != std::st
 int run(const Options& o, sigset_t signals) {
   ProcessSettings settings;
   settings.intra_op_threads = o.intra_op_threads;
+  settings.cudnn_benchmark = o.cudnn_benchmark;
+  settings.allow_tf32 = o.allow_tf32;
   apply_process_settings(settings);  // once, before any model loads
   const auto device = parse_device(o.device);
 
   RepositoryOptions repo_options;
   repo_options.model.device = device;
   repo_options.model.format = o.format;
+  repo_options.model.precision = parse_precision(o.precision);
+  repo_options.model.channels_last = o.channels_last;
   repo_options.only_models = o.models;
   if (o.max_batch_size > 0) repo_options.model.max_batch_size = o.max_batch_size;
   if (o.max_queue_delay_us >= 0) repo_options.model.max_queue_delay = std::chrono::microseconds(o.max_queue_delay_us);
@@ -98,7 +106,8 @@ int run(const Options& o, sigset_t signals) {
       }
       server.set_repository(repository.get());
       const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      serve::log::info("ready: " + names + " on " + device.str() + " in " + std::to_string(seconds) + " s");
+      serve::log::info("ready: " + names + " on " + device.str() + ", precision " + o.precision +
+                       (o.channels_last ? ", channels_last" : "") + ", in " + std::to_string(seconds) + " s");
     } catch (...) {
       load_error = std::current_exception();
       kill(getpid(), SIGUSR1);  // wakes the main thread's sigwait
@@ -172,6 +181,15 @@ int main(int argc, char** argv) {
   app.add_option("--intra-op-threads", o.intra_op_threads, "torch intra-op threads; 0 keeps torch's default")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  app.add_option("--precision", o.precision,
+                 "run floating math in fp16 or bf16 (TorchScript only); requests and responses keep the config's "
+                 "dtypes")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"exported", "fp32", "fp16", "bf16"}));
+  app.add_flag("--channels-last", o.channels_last, "4-D weights and inputs in NHWC, cuDNN's fast layout");
+  app.add_flag("--cudnn-benchmark", o.cudnn_benchmark,
+               "let cuDNN time its algorithms per new input shape (faster steady state, slower first batches)");
+  app.add_flag("--allow-tf32", o.allow_tf32, "TF32 for fp32 matmul/conv on Ampere+ (off: CUDA fp32 matches CPU)");
   CLI11_PARSE(app, argc, argv);
 
   serve::log::setup(o.log_level);

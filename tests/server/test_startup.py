@@ -52,3 +52,43 @@ def test_start_up_log_names_threads_and_allocator(start_server: StartServer, the
     # CMake links tcmalloc when Debian's libtcmalloc-minimal4 is installed (tools/bootstrap.sh installs it).
     allocator = "tcmalloc" if ctypes.util.find_library("tcmalloc_minimal") else "system malloc"
     assert f"torch intra-op threads: 1, allocator: {allocator}" in log, log
+
+
+def test_precision_and_layout_flags_reach_the_model(
+    start_server: StartServer, net_repository: Path, net_checkpoint: Path
+) -> None:
+    import torch
+
+    from torchship import tolerance
+    from torchship.client import Client
+    from torchship.training.checkpoint import build_model, load_checkpoint
+
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = build_model(load_checkpoint(net_checkpoint)).eval()(x)
+    server = start_server(net_repository, "--precision", "bf16", "--channels-last")
+    with Client(server.url) as client:
+        (got,) = client.infer("net", x).values()
+    assert got.dtype == torch.float32  # the wire contract is config.json's, whatever the run precision
+    c = tolerance.assert_close(got, expected, tolerance.HALF_PRECISION_TOL[("net", "bf16")], "server in bf16")
+    assert c.max_abs > 0
+    assert server.stop() == 0
+    assert "on cpu, precision bf16, channels_last" in server.log(), server.log()
+
+
+def test_torchship_serve_passes_every_flag_the_server_knows() -> None:
+    import subprocess
+
+    from torchship.cli import build_parser
+    from torchship.server_cli import SERVER_FLAGS, server_argv
+    from torchship.server_process import server_binary
+
+    server_help = subprocess.run([str(server_binary()), "--help"], capture_output=True, text=True, check=True).stdout
+    for flag, _, _ in SERVER_FLAGS:
+        assert flag in server_help, f"torchship serve offers {flag}, torchship-server does not"
+    args = build_parser().parse_args(
+        ["serve", "--model-repository", "repo", "--precision", "fp16", "--channels-last", "--http-port", "0"]
+    )
+    assert server_argv(args)[1:] == [
+        "--model-repository", "repo", "--http-port", "0", "--precision", "fp16", "--channels-last"
+    ]  # fmt: skip

@@ -70,3 +70,20 @@ def test_runtime_turns_tf32_off_for_parity(thermometer_repository: Path) -> None
     runtime.configure(allow_tf32=True)
     assert torch.backends.cudnn.allow_tf32
     runtime.configure()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_half_channels_last_matches_eager_fp32(net_repository: Path, net_checkpoint: Path, precision: str) -> None:
+    from torchship.training.checkpoint import build_model, load_checkpoint
+
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = build_model(load_checkpoint(net_checkpoint)).eval()(x)
+    with runtime.Runtime(net_repository, device="cuda", precision=precision, channels_last=True) as rt:
+        got = rt.model("net").infer(x)
+    assert got.device.type == "cpu" and got.dtype == torch.float32 and got.is_contiguous()
+    c = tolerance.assert_close(
+        got, expected, tolerance.HALF_PRECISION_TOL[("net", precision)], f"cuda {precision} channels_last vs eager"
+    )
+    print(f"cuda {precision}: {c}")

@@ -125,3 +125,36 @@ def test_a_build_for_another_torch_is_refused_naming_both(monkeypatch: pytest.Mo
     monkeypatch.setattr(_build_info, "TORCH_VERSION", "1.0.0")
     with pytest.raises(ImportError, match=rf"built against torch 1\.0\.0 but torch {re.escape(torch.__version__)}"):
         torchship._check_native_build()
+
+
+@pytest.mark.parametrize(("precision", "channels_last"), [("fp16", False), ("bf16", True)])
+def test_reduced_precision_runs_in_half_and_answers_in_the_config_dtype(
+    net_repository: Path, net_checkpoint: Path, precision: str, channels_last: bool
+) -> None:
+    eager = build_model(load_checkpoint(net_checkpoint)).eval()
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = eager(x)
+    with runtime.Runtime(net_repository, precision=precision, channels_last=channels_last) as rt:
+        got = rt.model("net").infer(x)
+    assert got.dtype == torch.float32 and got.is_contiguous()
+    c = tolerance.assert_close(got, expected, tolerance.HALF_PRECISION_TOL[("net", precision)], f"net in {precision}")
+    assert c.max_abs > 0, "bit-identical to fp32: the model did not run in reduced precision"
+
+
+def test_channels_last_alone_keeps_fp32_results(net_repository: Path, net_checkpoint: Path) -> None:
+    eager = build_model(load_checkpoint(net_checkpoint)).eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = eager(x)
+    with runtime.Runtime(net_repository, channels_last=True) as rt:
+        got = rt.model("net").infer(x)
+    assert got.is_contiguous()
+    tolerance.assert_close(got, expected, tolerance.tolerance("native-torchscript"), "net channels_last")
+
+
+def test_reduced_precision_needs_torchscript_and_a_known_name(thermometer_pt2_repository: Path) -> None:
+    with pytest.raises(runtime.LoadError, match=r"model\.pt2\).*compiled for one dtype.*format 'torchscript'"):
+        runtime.Runtime(thermometer_pt2_repository, format="pt2", precision="fp16")
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8' \(expected exported, fp32, fp16 or bf16\)"):
+        runtime.Runtime(thermometer_pt2_repository, precision="fp8")

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,10 @@ class Backend {
   // Inputs are already on the backend's device; outputs are returned on it.
   virtual std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& inputs) = 0;
   virtual std::string format() const = 0;
+  // Casts floating parameters and buffers to `dtype` (when given) and 4-D ones
+  // to channels_last. Only TorchScript can; a .pt2 is compiled for one dtype
+  // and layout, so AOTInductor throws LoadError.
+  virtual void convert(std::optional<torch::ScalarType> dtype, bool channels_last) = 0;
 };
 
 // TorchScript (.pt): torch::jit::load onto the device, eval().

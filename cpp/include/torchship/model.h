@@ -28,7 +28,15 @@ struct ModelOptions {
   std::optional<std::chrono::microseconds> max_queue_delay;
   std::optional<int64_t> max_queue_size;
   bool warmup = true;
+  // Run in this floating dtype (fp16/bf16) instead of the exported one: weights
+  // are cast at load, floating inputs per batch, floating outputs back to the
+  // config's dtype, so clients see the same contract. Unset: as exported.
+  std::optional<torch::ScalarType> precision;
+  bool channels_last = false;  // 4-D weights and inputs in NHWC (cuDNN's fast layout)
 };
+
+// "exported" (unset), "fp32", "fp16" or "bf16"; throws InvalidInputError.
+std::optional<torch::ScalarType> parse_precision(const std::string& name);
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
