@@ -166,28 +166,40 @@ def _allocators(results: dict) -> list[str]:
 def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
     png = out.with_suffix(".png")
     _plot(results, png)
+    servers = {p["server"] for p in results["points"]}
+    gpu = torch.cuda.get_device_name(0) if args.device != "cpu" else None
     lines = [
-        "# Benchmarks",
+        f"# Benchmarks on {gpu}" if gpu else "# Benchmarks",
         "",
-        "Every figure below was measured by one run of `make bench` "
-        f"(`.venv/bin/python benchmarks/run.py --duration {args.duration} --repeats {args.repeats}`); "
-        "each point is the median of the repeats.",
+        f"Every figure below was measured by one run of `{args.command}`; each point is the median of "
+        f"{args.repeats} runs of {args.duration} s.",
         "",
         f"- Machine: {os.cpu_count()} CPUs ({_cpu_model()}), {platform.system()} {platform.release()}, "
-        f"torch {torch.__version__}. Load generator, servers and model share these cores.",
+        f"torch {torch.__version__}" + (f", {gpu}, CUDA {torch.version.cuda}" if gpu else "") + ". "
+        "Load generator, servers and model share these CPUs.",
         "- Load: `wrk` with keep-alive, one single-item request per call (`benchmarks/wrk_infer.lua`), "
         "JSON or the binary tensor extension.",
         "- torchship-server settings: "
         + "; ".join(f"{m}: `{s}`" for m, s in results["settings"].items())
         + " (defaults otherwise: dynamic batching with no queue delay).",
-        "- Flask baseline: `benchmarks/flask_baseline.py`, the book's chapter 15 way (TorchScript file, "
-        "`torch.no_grad`, Flask's threaded server), same protocol and payloads.",
-        "- HTTP floor (MLP, JSON): nginx answering every request with a constant of the same size "
-        "(`nginx-floor` rows): what loopback, wrk and an HTTP server doing no work cost on this machine.",
+    ]
+    if "flask" in servers:
+        lines.append(
+            "- Flask baseline: `benchmarks/flask_baseline.py`, the book's chapter 15 way (TorchScript file, "
+            "`torch.no_grad`, Flask's threaded server), same protocol and payloads."
+        )
+    if "nginx-floor" in servers:
+        lines.append(
+            "- HTTP floor (MLP, JSON): nginx answering every request with a constant of the same size "
+            "(`nginx-floor` rows): what loopback, wrk and an HTTP server doing no work cost on this machine."
+        )
+    lines += [
         "- In-process limit: the same artifact called in a loop through `torchship._C` at the best batch size, "
         "each batch size the median of as many windows as the server points have repeats "
-        "(`benchmarks/in_process.py`), with torchship-server's threads and allocator "
-        f"({results.get('allocator') or 'the system malloc'}). Flask runs as users start it: system malloc.",
+        "(`benchmarks/in_process.py`), with torchship-server's settings and allocator "
+        f"({results.get('allocator') or 'the system malloc'})"
+        + (", inputs starting on the CPU as a server's do" if gpu else "")
+        + ("; Flask runs as users start it: system malloc." if "flask" in servers else "."),
         "",
         f"![throughput]({png.name})",
         "",

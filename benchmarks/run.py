@@ -5,6 +5,10 @@
     .venv/bin/python benchmarks/run.py --models resnet18 --concurrency 16 --skip-flask --skip-allocators \
         --server-arg=--max-queue-delay-us=2000 --out /tmp/ab.md                     # an A/B of one setting
 
+    # on a GPU machine (benchmarks/gpu.sh bench): ResNet-50 fp32 and fp16 channels_last
+    python3 benchmarks/run.py --device cuda --models resnet50 --variants fp32,fp16-cl --max-batch-size 64 \
+        --skip-flask --out docs/benchmarks-gpu.md
+
 Load comes from wrk (a native generator, light enough to share the 2 cores; its CPU is reported too).
 Writes docs/benchmarks.md (tables, machine, settings, commands) and docs/benchmarks.png.
 """
@@ -37,7 +41,19 @@ BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 CONCURRENCY = (1, 4, 16, 64)
 # model -> one request's input shape (the input's name comes from config.json)
-MODELS = {"thermometer_mlp": (1, 1), "resnet18": (1, 3, 224, 224)}
+MODELS = {"thermometer_mlp": (1, 1), "resnet18": (1, 3, 224, 224), "resnet50": (1, 3, 224, 224)}
+# A run variant: the precision floating math runs in ("exported": as exported), "-cl" for channels_last.
+PRECISIONS = ("exported", "fp32", "fp16", "bf16")
+
+
+def variant_settings(variant: str) -> tuple[list[str], list[str]]:
+    """(torchship-server arguments, benchmarks/in_process.py arguments) for a variant such as fp16-cl."""
+    precision, _, layout = variant.partition("-")
+    if precision not in PRECISIONS or layout not in ("", "cl"):
+        raise SystemExit(f"bad variant {variant!r}: expected one of {', '.join(PRECISIONS)}, optionally with -cl")
+    server = [] if precision == "exported" else ["--precision", precision]
+    server += ["--channels-last"] if layout else []
+    return server, server  # in_process.py takes the same flags
 
 
 @dataclass
@@ -186,7 +202,7 @@ def run_wrk(url: str, model: str, payload: tuple[Path, str, str], concurrency: i
     env = dict(
         os.environ, BODY_FILE=str(body), CONTENT_TYPE=ctype, INFER_HEADER_LEN=ihcl, URL_PATH=f"/v2/models/{model}/infer"
     )
-    threads = min(2, concurrency)
+    threads = min(max(2, (os.cpu_count() or 2) // 4), concurrency)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
@@ -258,7 +274,9 @@ def server_allocator() -> str | None:
     return None
 
 
-def in_process_limit(repo: Path, model: str, seconds: float, threads: int, preload: str | None, **kw: str) -> dict:
+def in_process_limit(
+    repo: Path, model: str, seconds: float, threads: int, preload: str | None, *flags: str, **kw: str
+) -> dict:
     """benchmarks/in_process.py in a child process with `preload` as its allocator (None: the system's)."""
     shape = MODELS[model]
     env = dict(os.environ)
@@ -269,6 +287,7 @@ def in_process_limit(repo: Path, model: str, seconds: float, threads: int, prelo
     cmd += ["--shape", ",".join(map(str, shape)), "--seconds", str(seconds), "--threads", str(threads)]
     for key, value in kw.items():
         cmd += [f"--{key}", value]
+    cmd += flags
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -316,8 +335,20 @@ def main() -> None:
         metavar="ARG",
         help="extra torchship-server argument, repeatable, for A/B runs (e.g. --server-arg=--max-queue-delay-us=2000)",
     )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument(
+        "--variants",
+        default="exported",
+        help="comma-separated run variants: exported, fp32, fp16 or bf16, each optionally -cl (channels_last), "
+        "e.g. fp32,fp16-cl (default %(default)s)",
+    )
+    p.add_argument("--protocols", type=lambda s: s.split(","), default=["json", "binary"], help="json,binary")
+    p.add_argument("--max-batch-size", type=int, help="override config.json's, for the server and in-process alike")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = p.parse_args()
+    python = Path(sys.executable)
+    python_name = str(python.relative_to(ROOT)) if python.is_relative_to(ROOT) else "python3"
+    args.command = " ".join([python_name, *sys.argv])
     if not shutil.which("wrk"):
         sys.exit("wrk not found: run tools/bootstrap.sh (it installs Debian's wrk)")
     WORK.mkdir(parents=True, exist_ok=True)
@@ -325,29 +356,48 @@ def main() -> None:
     repo = prepare_repository(models)
     allocator = server_allocator()
     results: dict = {"points": [], "in_process": {}, "cold_start_s": {}, "settings": {}, "allocator": allocator}
+    variants = args.variants.split(",")
     for model in models:
-        print(f"== {model}", flush=True)
         one = single_repo(repo, model)
-        payloads = write_payloads(repo, model)
-        threads = 2 if model == "resnet18" else 1
-        extra = ["--intra-op-threads", str(threads), *args.server_arg]
-        results["settings"][model] = " ".join(extra)
-        results["in_process"][model] = in_process_limit(
-            one, model, args.duration / 2, threads, allocator, repeats=str(args.repeats)
-        )
-        print(f"  in-process limit: {results['in_process'][model]}", flush=True)
-        if model == "resnet18" and not args.skip_allocators:
-            results["allocators"] = allocator_ab(one, model, args.duration / 2, threads)
-            for name, r in results["allocators"].items():
-                print(f"  in-process, {name}: {r['items_per_s_by_batch']}", flush=True)
-        results["cold_start_s"][model] = cold_start(one, model, 3, extra)
-        print(f"  cold start (spawn -> ready): {results['cold_start_s'][model]:.2f} s", flush=True)
-        results["points"] += [asdict(pt) for pt in measure_server("torchship", one, model, payloads, args, extra)]
-        if not args.skip_flask:
-            results["points"] += [asdict(pt) for pt in measure_server("flask", one, model, payloads, args, [])]
-        if model == "thermometer_mlp":
-            json_only = {"json": payloads["json"]}
-            results["points"] += [asdict(pt) for pt in measure_server("nginx-floor", one, model, json_only, args, [])]
+        payloads = {k: v for k, v in write_payloads(repo, model).items() if k in args.protocols}
+        for variant in variants:
+            label = model if variant == "exported" else f"{model} {variant}"
+            print(f"== {label}", flush=True)
+            server_flags, in_process_flags = variant_settings(variant)
+            # On a GPU the host only copies: one intra-op thread, else every batch's copies wake an OpenMP team
+            # that spins between batches (ResNet-50 on an H100 with torch's default of 16 threads: 57 ms of
+            # server CPU per request at c=1).
+            threads = 2 if model == "resnet18" and args.device == "cpu" else 1
+            extra = ["--intra-op-threads", str(threads), "--device", args.device]
+            device_flags = ["--device", args.device]
+            if args.device != "cpu":
+                extra.append("--cudnn-benchmark")
+                device_flags.append("--cudnn-benchmark")
+            if args.max_batch_size:
+                extra += ["--max-batch-size", str(args.max_batch_size)]
+                device_flags += ["--max-batch-size", str(args.max_batch_size)]
+            extra += [*server_flags, *args.server_arg]
+            results["settings"][label] = " ".join(extra)
+            results["in_process"][label] = in_process_limit(
+                one, model, args.duration / 2, threads, allocator, *device_flags, *in_process_flags,
+                repeats=str(args.repeats),
+            )  # fmt: skip
+            print(f"  in-process limit: {results['in_process'][label]}", flush=True)
+            if model == "resnet18" and args.device == "cpu" and not args.skip_allocators:
+                results["allocators"] = allocator_ab(one, model, args.duration / 2, threads)
+                for name, r in results["allocators"].items():
+                    print(f"  in-process, {name}: {r['items_per_s_by_batch']}", flush=True)
+            results["cold_start_s"][label] = cold_start(one, model, 3, extra)
+            print(f"  cold start (spawn -> ready): {results['cold_start_s'][label]:.2f} s", flush=True)
+            points = measure_server("torchship", one, model, payloads, args, extra)
+            if not args.skip_flask and variant == "exported":
+                points += measure_server("flask", one, model, payloads, args, [])
+            if model == "thermometer_mlp" and args.device == "cpu" and variant == "exported":
+                json_only = {"json": payloads["json"]}
+                points += measure_server("nginx-floor", one, model, json_only, args, [])
+            for pt in points:
+                pt.model = label
+            results["points"] += [asdict(pt) for pt in points]
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     from report import write_report
 

@@ -24,8 +24,12 @@ bool same_item_shapes(const std::vector<torch::Tensor>& a, const std::vector<tor
 
 }  // namespace
 
-DynamicBatcher::DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats)
-    : options_(options), run_(std::move(run)), stats_(stats), instance_busy_(static_cast<size_t>(options.num_workers)) {
+DynamicBatcher::DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats, ConcatFn concat)
+    : options_(options),
+      run_(std::move(run)),
+      concat_(std::move(concat)),
+      stats_(stats),
+      instance_busy_(static_cast<size_t>(options.num_workers)) {
   for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -196,7 +200,7 @@ void DynamicBatcher::execute(int worker, std::vector<Request>& batch) {
         std::vector<torch::Tensor> parts;
         parts.reserve(batch.size());
         for (const auto& r : batch) parts.push_back(r.inputs[i]);
-        inputs.push_back(torch::cat(parts, 0));
+        inputs.push_back(concat_ ? concat_(worker, i, parts) : torch::cat(parts, 0));
       }
     }
     const Tensors outputs = run_(worker, inputs);

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
+#include <c10/util/accumulate.h>
 #include <torch/torch.h>
 
 #include "describe.h"
@@ -63,10 +64,14 @@ class Model::Instance {
     }
     c10::StreamGuard guard(*stream_);
     std::vector<torch::Tensor> inputs;
-    staging_.resize(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
       const auto& t = batch[i];
-      inputs.push_back(convert_input(t.device() == device_ ? t : stage(i, t).to(device_, /*non_blocking=*/true)));
+      if (t.device() == device_) {
+        inputs.push_back(convert_input(t));
+      } else {  // pinned: gathered into staging_ by concat(), or the caller's own pinned tensor
+        const auto& host = t.is_pinned() ? t : stage(i, t);
+        inputs.push_back(convert_input(host.to(device_, /*non_blocking=*/true)));
+      }
     }
     std::vector<torch::Tensor> outputs = convert_outputs(backend_->forward(inputs));
     std::vector<torch::Tensor> host;
@@ -78,6 +83,17 @@ class Model::Instance {
     }
     stream_->synchronize();
     return host;
+  }
+
+  // The batcher's concatenation on CUDA: straight into the pinned buffer run() copies from, so a batch
+  // is copied once on the host instead of twice (cat, then stage). The buffer is free again here:
+  // run() synchronizes its stream before returning, and one worker drives this instance.
+  torch::Tensor concat(size_t i, const std::vector<torch::Tensor>& parts) {
+    std::vector<int64_t> shape = parts.front().sizes().vec();
+    shape[0] = 0;
+    for (const auto& p : parts) shape[0] += p.size(0);
+    auto view = staging_view(i, shape, parts.front().options());
+    return torch::cat_out(view, parts, 0);
   }
 
  private:
@@ -102,15 +118,18 @@ class Model::Instance {
     return outputs;
   }
 
-  // Copies a CPU tensor into this instance's pinned buffer for input i, growing it when needed.
-  torch::Tensor stage(size_t i, const torch::Tensor& t) {
+  // Copies a CPU tensor into this instance's pinned buffer for input i.
+  torch::Tensor stage(size_t i, const torch::Tensor& t) { return staging_view(i, t.sizes(), t.options()).copy_(t); }
+
+  // Input i's pinned buffer as a tensor of `shape`, growing the buffer when needed.
+  torch::Tensor staging_view(size_t i, c10::IntArrayRef shape, const torch::TensorOptions& options) {
+    if (staging_.size() <= i) staging_.resize(i + 1);
     auto& buffer = staging_[i];
-    if (!buffer.defined() || buffer.scalar_type() != t.scalar_type() || buffer.numel() < t.numel()) {
-      buffer = torch::empty({t.numel()}, t.options().device(torch::kCPU).pinned_memory(true));
+    const int64_t numel = c10::multiply_integers(shape);
+    if (!buffer.defined() || buffer.scalar_type() != options.dtype().toScalarType() || buffer.numel() < numel) {
+      buffer = torch::empty({numel}, options.device(torch::kCPU).pinned_memory(true));
     }
-    auto view = buffer.narrow(0, 0, t.numel()).view(t.sizes());
-    view.copy_(t);
-    return view;
+    return buffer.narrow(0, 0, numel).view(shape);
   }
 
   torch::Device device_;
@@ -169,9 +188,15 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
   BatcherOptions batching{config_.max_batch_size, config_.max_queue_delay, config_.max_queue_size,
                           config_.instance_count};
   batching.run_on_caller = at::get_num_threads() == 1;  // single-threaded kernels: no OpenMP team to keep warm
+  DynamicBatcher::ConcatFn concat;
+  if (device_.is_cuda()) {
+    concat = [this](int instance, size_t input, const std::vector<torch::Tensor>& parts) {
+      return instances_.at(static_cast<size_t>(instance))->concat(input, parts);
+    };
+  }
   batcher_ = std::make_unique<DynamicBatcher>(
       batching, [this](int instance, const std::vector<torch::Tensor>& batch) { return run_batch(instance, batch); },
-      *stats_);
+      *stats_, std::move(concat));
   load_seconds_ = std::chrono::duration<double>(Clock::now() - started).count();
   ready_.store(true);
 }

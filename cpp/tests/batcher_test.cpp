@@ -72,6 +72,32 @@ TEST(Batcher, ReturnsEachCallerItsOwnRowsInOrder) {
   EXPECT_EQ(model.batch_sizes[1], 6);
 }
 
+TEST(Batcher, ConcatenatesThroughTheGivenFunctionIntoItsOutput) {
+  FakeModel model;
+  ModelStats stats(8);
+  model.gate_open = false;
+  std::vector<std::pair<int, size_t>> calls;  // (worker, input) per concatenation
+  torch::Tensor buffer = torch::full({16, 1}, -1.0f);  // stands in for a pinned staging buffer
+  auto concat = [&](int worker, size_t input, const Tensors& parts) {
+    calls.emplace_back(worker, input);
+    int64_t n = 0;
+    for (const auto& p : parts) n += p.size(0);
+    auto view = buffer.narrow(0, 0, n);
+    return torch::cat_out(view, parts, 0);
+  };
+  DynamicBatcher batcher(options(8), std::ref(model), stats, concat);
+  auto blocker = batcher.submit(rows({100}));  // alone: no concatenation
+  wait_until([&] { return model.running.load() == 1; });
+  auto a = batcher.submit(rows({1, 2}));
+  auto b = batcher.submit(rows({3}));
+  model.gate_open = true;
+  EXPECT_TRUE(torch::equal(blocker.get()[0], rows({200})[0]));
+  EXPECT_TRUE(torch::equal(a.get()[0], rows({2, 4})[0]));
+  EXPECT_TRUE(torch::equal(b.get()[0], rows({6})[0]));
+  EXPECT_EQ(calls, (std::vector<std::pair<int, size_t>>{{0, 0}}));
+  EXPECT_TRUE(torch::equal(buffer.narrow(0, 0, 4), rows({1, 2, 3, -1})[0]));  // the batch was written in place
+}
+
 TEST(Batcher, NeverExceedsMaxBatchSize) {
   FakeModel model;
   ModelStats stats(4);

@@ -24,7 +24,21 @@ from torchship.export.shapes import random_inputs
 from torchship.models.registry import TensorSpec
 from torchship.training.checkpoint import build_model, load_checkpoint, sha256
 
-RUNTIMES = ("torchscript", "onnx", "native-torchscript", "native-pt2", "server-json", "server-binary")
+RUNTIMES = (
+    "torchscript",
+    "onnx",
+    "native-torchscript",
+    "native-pt2",
+    "server-json",
+    "server-binary",
+    # CPU vs CUDA, fp32 with TF32 off; left out (no rows) where no GPU is visible
+    "torchscript-cuda",
+    "native-torchscript-cuda",
+    # a torchship-server started with --device cuda at --server-url: only when asked for
+    "server-json-cuda",
+    "server-binary-cuda",
+)
+DEFAULT_RUNTIMES = tuple(r for r in RUNTIMES if not (r.startswith("server") and r.endswith("-cuda")))
 Runner = Callable[..., tuple[torch.Tensor, ...]]
 
 
@@ -99,10 +113,10 @@ def eager_reference(m: RepositoryModel) -> torch.nn.Module:
     return model.eval()
 
 
-def _native_runner(repository: Path, m: RepositoryModel, fmt: str) -> Runner:
+def _native_runner(repository: Path, m: RepositoryModel, fmt: str, device: str = "cpu") -> Runner:
     from torchship.runtime import Runtime
 
-    rt = Runtime(repository, format=fmt, models=[m.name])
+    rt = Runtime(repository, device=device, format=fmt, models=[m.name])  # TF32 off unless configured on
     model = rt.model(m.name)
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -126,8 +140,29 @@ def _server_runner(url: str, m: RepositoryModel, binary: bool) -> Runner:
     return run
 
 
+def _torchscript_cuda_runner(path: Path) -> Runner:
+    from torchship.export.toolchain import strict_fp32
+
+    run_on_gpu = formats.load_torchscript(path, "cuda")
+
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with strict_fp32():
+            return run_on_gpu(*inputs)
+
+    return run
+
+
 def make_runner(runtime: str, repository: Path, m: RepositoryModel, server_url: str | None = None) -> Runner | None:
-    """A callable for ``runtime``, or None when the repository has no artifact for it."""
+    """A callable for ``runtime``, or None when the repository has no artifact for it (or no GPU for a
+    ``-cuda`` runtime)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime.endswith("-cuda") and not torch.cuda.is_available():
+        return None
+    if runtime == "torchscript-cuda":
+        return _torchscript_cuda_runner(m.version_dir / "model.pt") if m.has("model.pt") else None
+    if runtime == "native-torchscript-cuda":
+        return _native_runner(repository, m, "torchscript", "cuda") if m.has("model.pt") else None
     if runtime == "torchscript":
         return formats.load_torchscript(m.version_dir / "model.pt") if m.has("model.pt") else None
     if runtime == "onnx":
@@ -136,19 +171,20 @@ def make_runner(runtime: str, repository: Path, m: RepositoryModel, server_url: 
         return _native_runner(repository, m, "torchscript") if m.has("model.pt") else None
     if runtime == "native-pt2":
         return _native_runner(repository, m, "pt2") if m.has("model.pt2") else None
-    if runtime in ("server-json", "server-binary"):
-        return _server_runner(server_url, m, runtime == "server-binary") if server_url else None
-    raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime in ("server-json", "server-binary", "server-json-cuda", "server-binary-cuda"):
+        return _server_runner(server_url, m, runtime.startswith("server-binary")) if server_url else None
+    raise AssertionError(f"runtime {runtime!r} is listed in RUNTIMES but has no runner")
 
 
 def tolerance_for(runtime: str) -> float:
-    return tolerance.tolerance("server" if runtime.startswith("server") else runtime)
+    base = runtime.removesuffix("-cuda")
+    return tolerance.tolerance("server" if base.startswith("server") else base, "cuda" if base != runtime else "cpu")
 
 
 def check_model(
     repository: str | Path,
     m: RepositoryModel,
-    runtimes: Iterable[str] = RUNTIMES,
+    runtimes: Iterable[str] = DEFAULT_RUNTIMES,
     batch_sizes: Sequence[int] | None = None,
     server_url: str | None = None,
     seed: int = 7,
@@ -185,7 +221,7 @@ def check_model(
 def run(
     repository: str | Path,
     names: Sequence[str] = (),
-    runtimes: Iterable[str] = RUNTIMES,
+    runtimes: Iterable[str] = DEFAULT_RUNTIMES,
     server_url: str | None = None,
     progress: bool = True,
 ) -> list[ParityRow]:
@@ -240,7 +276,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("parity", help="run every repository model through every runtime and compare with eager")
     p.add_argument("--repository", type=Path, default=Path("model_repository"), help="default %(default)s")
     p.add_argument("--models", help="comma-separated model names (default: all)")
-    p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated subset of %(default)s")
+    p.add_argument(
+        "--runtimes",
+        default=",".join(DEFAULT_RUNTIMES),
+        help=f"comma-separated subset of {','.join(RUNTIMES)} (default %(default)s); server-*-cuda rows expect "
+        "--server-url to be a torchship-server started with --device cuda",
+    )
     p.add_argument("--server-url", help="a running torchship-server, e.g. http://127.0.0.1:8000 (server runtimes)")
     p.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
     p.set_defaults(func=_run_cli)

@@ -2,8 +2,9 @@
 
 The parity matrix: a representative set of zoo models, exported once, through every runtime —
 TorchScript in Python, ONNX Runtime, the C++ runtime via torchship._C (TorchScript and .pt2), and
-torchship-server (JSON and binary) — at batch sizes 1, 3 and max_batch_size, each against eager
-PyTorch through the one tolerance policy (torchship.tolerance, docs/tolerance.md).
+torchship-server (JSON and binary), and where a GPU is visible TorchScript in Python and the C++
+runtime on CUDA (fp32, TF32 off) — at batch sizes 1, 3 and max_batch_size, each against eager
+PyTorch on CPU through the one tolerance policy (torchship.tolerance, docs/tolerance.md).
 """
 
 from __future__ import annotations
@@ -66,15 +67,18 @@ MODELS = ["thermometer_linear", *ZOO]
 _FORMATS = {"thermometer_linear": ("torchscript,onnx,pt2", {}), **ZOO}
 
 
-def _cases() -> list[tuple[str, str, int]]:
+def _cases() -> list:
     """(model, runtime, batch size) for every runtime the suite exported an artifact for."""
     cases = []
     for model, (formats, kwargs) in _FORMATS.items():
         max_batch = kwargs.get("max_batch_size") or models.get(model).max_batch_size
         needs = {"onnx": "onnx", "native-pt2": "pt2"}
-        for runtime in parity.RUNTIMES:
+        for runtime in parity.DEFAULT_RUNTIMES:
             if needs.get(runtime, "torchscript") in formats.split(","):
-                cases += [(model, runtime, b) for b in sorted({1, 3, max_batch}) if b <= max_batch]
+                marks = [pytest.mark.cuda] if runtime.endswith("-cuda") else []
+                cases += [
+                    pytest.param(model, runtime, b, marks=marks) for b in sorted({1, 3, max_batch}) if b <= max_batch
+                ]
     return cases
 
 

@@ -40,8 +40,11 @@ class DynamicBatcher {
   using Tensors = std::vector<torch::Tensor>;
   // Runs one batch on worker `worker` (its model instance). Called off the caller's thread.
   using RunFn = std::function<Tensors(int worker, const Tensors& batch)>;
+  // Joins input `input` of several requests along dim 0 for `worker` (default torch::cat). A CUDA
+  // instance concatenates straight into its pinned staging buffer, saving a copy of every batch.
+  using ConcatFn = std::function<torch::Tensor(int worker, size_t input, const Tensors& parts)>;
 
-  DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats);
+  DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats, ConcatFn concat = {});
   ~DynamicBatcher();  // shutdown()
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
@@ -78,6 +81,7 @@ class DynamicBatcher {
 
   const BatcherOptions options_;
   const RunFn run_;
+  const ConcatFn concat_;
   ModelStats& stats_;
 
   std::mutex shutdown_mutex_;  // serialises shutdown() callers
