@@ -342,6 +342,11 @@ def main() -> None:
         help="comma-separated run variants: exported, fp32, fp16 or bf16, each optionally -cl (channels_last), "
         "e.g. fp32,fp16-cl (default %(default)s)",
     )
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="torch intra-op threads, server and in-process (default: 2 for ResNet-18 on CPU, else 1)",
+    )
     p.add_argument("--protocols", type=lambda s: s.split(","), default=["json", "binary"], help="json,binary")
     p.add_argument("--max-batch-size", type=int, help="override config.json's, for the server and in-process alike")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -367,7 +372,7 @@ def main() -> None:
             # On a GPU the host only copies: one intra-op thread, else every batch's copies wake an OpenMP team
             # that spins between batches (ResNet-50 on an H100 with torch's default of 16 threads: 57 ms of
             # server CPU per request at c=1).
-            threads = 2 if model == "resnet18" and args.device == "cpu" else 1
+            threads = args.intra_op_threads or (2 if model == "resnet18" and args.device == "cpu" else 1)
             extra = ["--intra-op-threads", str(threads), "--device", args.device]
             device_flags = ["--device", args.device]
             if args.device != "cpu":
