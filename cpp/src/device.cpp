@@ -53,4 +53,9 @@ void apply_process_settings(const ProcessSettings& s) {
   torch::jit::getProfilingMode() = s.jit_profiling;
 }
 
+int server_intra_op_threads(int requested, const torch::Device& device) {
+  if (requested > 0) return requested;
+  return device.is_cuda() ? 1 : 0;
+}
+
 }  // namespace torchship

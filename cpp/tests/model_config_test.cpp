@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "torchship/device.h"
 #include "torchship/dtypes.h"
 #include "torchship/errors.h"
 #include "torchship/model_config.h"
@@ -106,4 +107,11 @@ TEST(Repository, NamesCannotEscapeTheRoot) {
   EXPECT_TRUE(valid_version("12"));
   EXPECT_FALSE(valid_version("1a"));
   EXPECT_FALSE(valid_version(""));
+}
+
+TEST(ProcessSettings, ServerThreadsDefaultToOneOnCudaOnly) {
+  EXPECT_EQ(server_intra_op_threads(0, torch::Device(torch::kCUDA, 0)), 1);
+  EXPECT_EQ(server_intra_op_threads(0, torch::kCPU), 0);  // torch's default
+  EXPECT_EQ(server_intra_op_threads(3, torch::Device(torch::kCUDA, 0)), 3);
+  EXPECT_EQ(server_intra_op_threads(3, torch::kCPU), 3);
 }

@@ -29,7 +29,7 @@ SERVER_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--instance-count", int, "override the number of model instances"),
     ("--max-body-bytes", int, "largest request body accepted (beyond it: 413)"),
     ("--log-level", str, "trace, debug, info, warning, error or off"),
-    ("--intra-op-threads", int, "torch intra-op threads (0: torch's default)"),
+    ("--intra-op-threads", int, "torch intra-op threads (0: 1 on CUDA, torch's default on CPU)"),
     ("--precision", str, "exported, fp32, fp16 or bf16: the dtype floating math runs in (TorchScript only)"),
     ("--channels-last", bool, "4-D weights and inputs in NHWC, cuDNN's fast layout"),
     ("--cudnn-benchmark", bool, "cuDNN times its algorithms per new input shape"),

@@ -60,12 +60,12 @@ struct Options {
 std::string url_host(const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
 
 int run(const Options& o, sigset_t signals) {
+  const auto device = parse_device(o.device);
   ProcessSettings settings;
-  settings.intra_op_threads = o.intra_op_threads;
+  settings.intra_op_threads = server_intra_op_threads(o.intra_op_threads, device);
   settings.cudnn_benchmark = o.cudnn_benchmark;
   settings.allow_tf32 = o.allow_tf32;
   apply_process_settings(settings);  // once, before any model loads
-  const auto device = parse_device(o.device);
 
   RepositoryOptions repo_options;
   repo_options.model.device = device;
@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", o.log_level, "trace, debug, info (one access line per request), warning, error, off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"}));
-  app.add_option("--intra-op-threads", o.intra_op_threads, "torch intra-op threads; 0 keeps torch's default")
+  app.add_option("--intra-op-threads", o.intra_op_threads, "torch intra-op threads; 0: 1 on CUDA (the host only copies), torch's default on CPU")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   app.add_option("--precision", o.precision,

@@ -21,4 +21,10 @@ struct ProcessSettings {
 };
 void apply_process_settings(const ProcessSettings& settings);
 
+// A server's intra-op threads: `requested` when > 0; else 1 on CUDA, where the host only copies and a
+// multi-threaded team costs more than it saves (ResNet-50 on an H100: 4,997 img/s with 1 thread, 3,008
+// with 4, and 57 ms of server CPU per request with torch's default; docs/benchmarks-gpu.md); else 0,
+// torch's default.
+int server_intra_op_threads(int requested, const torch::Device& device);
+
 }  // namespace torchship
