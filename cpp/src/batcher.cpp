@@ -35,21 +35,30 @@ DynamicBatcher::DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& st
 
 DynamicBatcher::~DynamicBatcher() { shutdown(); }
 
-std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
-                                                              std::optional<Clock::time_point> deadline) {
+DynamicBatcher::Request DynamicBatcher::make_request(Tensors inputs, std::optional<Clock::time_point> deadline) {
   Request request;
   request.rows = inputs.empty() ? 0 : inputs.front().size(0);
   request.inputs = std::move(inputs);
   request.enqueued = Clock::now();
   request.deadline = deadline;
+  return request;
+}
+
+void DynamicBatcher::enqueue(Request request) {
+  throw_if_full();
+  queued_rows_ += request.rows;
+  queue_.push_back(std::move(request));
+  stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+}
+
+std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
+                                                              std::optional<Clock::time_point> deadline) {
+  Request request = make_request(std::move(inputs), deadline);
   auto future = request.promise.get_future();
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
-    throw_if_full();
-    queued_rows_ += request.rows;
-    queue_.push_back(std::move(request));
-    stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+    enqueue(std::move(request));
   }
   work_available_.notify_one();
   return future;
@@ -77,45 +86,44 @@ int DynamicBatcher::claim_free_instance() {
   return -1;
 }
 
-void DynamicBatcher::release_instance(int instance) {
+DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::chrono::microseconds> timeout) {
+  std::optional<Clock::time_point> deadline;
+  if (timeout) deadline = Clock::now() + *timeout;
+  std::vector<Request> batch;
+  batch.push_back(make_request(std::move(inputs), deadline));
+  auto future = batch[0].promise.get_future();
+  int instance = -1;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
+    // Idle model: run on this thread (nobody is queued ahead, so order is kept).
+    const bool on_caller = options_.run_on_caller && options_.max_queue_delay.count() == 0 && queue_.empty();
+    instance = on_caller ? claim_free_instance() : -1;
+    if (instance >= 0) {
+      ++callers_running_;
+    } else {
+      enqueue(std::move(batch[0]));
+    }
+  }
+  if (instance < 0) {
+    work_available_.notify_one();
+    if (deadline && future.wait_until(*deadline) == std::future_status::timeout) {
+      throw TimeoutError("request timed out after " + std::to_string(timeout->count()) + " us");
+    }
+    return future.get();
+  }
+  execute(instance, batch);
+  bool wake_worker = false;
+  bool wake_shutdown = false;
   {
     std::lock_guard lock(mutex_);
     instance_busy_[static_cast<size_t>(instance)] = 0;
-    if (queue_.empty()) return;
+    --callers_running_;
+    wake_worker = !queue_.empty();  // its worker may be waiting for this instance
+    wake_shutdown = stopping_ && callers_running_ == 0;
   }
-  work_available_.notify_all();  // the worker of this instance may be waiting for it
-}
-
-DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::chrono::microseconds> timeout) {
-  if (options_.run_on_caller && options_.max_queue_delay.count() == 0) {
-    std::unique_lock lock(mutex_);
-    if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
-    const int instance = queue_.empty() ? claim_free_instance() : -1;
-    if (instance >= 0) {
-      // Idle model: run on this thread. Nobody is queued ahead, so order is kept.
-      ++callers_running_;
-      lock.unlock();
-      std::vector<Request> batch(1);
-      batch[0].rows = inputs.empty() ? 0 : inputs.front().size(0);
-      batch[0].inputs = std::move(inputs);
-      batch[0].enqueued = Clock::now();
-      auto future = batch[0].promise.get_future();
-      execute(instance, batch);
-      release_instance(instance);
-      {
-        std::lock_guard done(mutex_);
-        --callers_running_;
-      }
-      callers_done_.notify_all();
-      return future.get();
-    }
-  }
-  std::optional<Clock::time_point> deadline;
-  if (timeout) deadline = Clock::now() + *timeout;
-  auto future = submit(std::move(inputs), deadline);
-  if (deadline && future.wait_until(*deadline) == std::future_status::timeout) {
-    throw TimeoutError("request timed out after " + std::to_string(timeout->count()) + " us");
-  }
+  if (wake_worker) work_available_.notify_all();
+  if (wake_shutdown) callers_done_.notify_all();
   return future.get();
 }
 
@@ -133,11 +141,16 @@ void DynamicBatcher::shutdown() {
 }
 
 void DynamicBatcher::worker_loop(int worker) {
+  const auto mine = static_cast<size_t>(worker);
+  bool ran = false;
   while (true) {
     std::vector<Request> batch;
     {
       std::unique_lock lock(mutex_);
-      const auto mine = static_cast<size_t>(worker);
+      // Freed under the lock the loop takes anyway: only this worker waits for its own instance
+      // (callers that find it busy queue instead).
+      if (ran) instance_busy_[mine] = 0;
+      ran = false;
       work_available_.wait(lock, [&] { return (stopping_ && queue_.empty()) || (!queue_.empty() && !instance_busy_[mine]); });
       if (queue_.empty()) return;  // stopping, and everything queued has been taken
       if (options_.max_queue_delay.count() > 0 && !stopping_ && queued_rows_ < options_.max_batch_size) {
@@ -154,7 +167,7 @@ void DynamicBatcher::worker_loop(int worker) {
       if (!queue_.empty()) work_available_.notify_one();
     }
     execute(worker, batch);
-    release_instance(worker);
+    ran = true;
   }
 }
 

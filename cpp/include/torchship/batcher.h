@@ -72,10 +72,11 @@ class DynamicBatcher {
     std::promise<Tensors> promise;
   };
 
+  static Request make_request(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline);
   void worker_loop(int worker);
   int claim_free_instance();  // under mutex_; -1 when every instance is busy
   void throw_if_full() const;  // under mutex_
-  void release_instance(int instance);
+  void enqueue(Request request);  // under mutex_; throws OverloadedError when full
   std::vector<Request> take_batch(std::unique_lock<std::mutex>& lock);
   void execute(int worker, std::vector<Request>& batch);
 
@@ -92,7 +93,7 @@ class DynamicBatcher {
   bool stopping_ = false;
   std::vector<char> instance_busy_;  // instance i runs a batch (its worker's or a caller's)
   int callers_running_ = 0;          // run() calls executing on their own thread
-  std::condition_variable callers_done_;
+  std::condition_variable callers_done_;  // notified when the last of them finishes after stopping_
   std::vector<std::thread> workers_;
 };
 
