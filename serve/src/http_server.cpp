@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 
 #include <array>
-#include <charconv>
 #include <cstdio>
 #include <map>
 #include <atomic>
@@ -37,6 +36,8 @@ constexpr int kRetryAfterSeconds = 1;
 // A connection is served by one thread from start to end, so the request's
 // start time can wait here for the access log.
 thread_local Clock::time_point t_request_started;
+// The request's Content-Length, parsed once before routing (unset: none, or chunked).
+thread_local std::optional<uint64_t> t_content_length;
 
 // Statuses that are about HTTP itself rather than the model (405, 411, 413, 415).
 class HttpError : public std::runtime_error {
@@ -55,14 +56,6 @@ class Server final : public httplib::Server {
  public:
   void deepen_backlog() { ::listen(svr_sock_, SOMAXCONN); }
 };
-
-std::string echo(std::string_view s) {
-  constexpr size_t kMaxEcho = 80;
-  std::string out = "'";
-  out.append(s.substr(0, kMaxEcho));
-  if (s.size() > kMaxEcho) out += "...";
-  return out + "'";
-}
 
 // {"error": "..."}; replaces invalid UTF-8 (a decoded path can hold any byte).
 std::string error_body(const std::string& message) {
@@ -247,8 +240,9 @@ class HttpServer::Impl {
     // or chunked encoding) are answered here, before httplib's regex routing.
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       t_request_started = Clock::now();
+      t_content_length.reset();
       try {
-        check_content_length(req);
+        t_content_length = checked_content_length(req);
       } catch (...) {
         // Refused before its body is read: the connection is out of step, so it ends here.
         respond_error(req, res, std::current_exception());
@@ -256,7 +250,7 @@ class HttpServer::Impl {
         return httplib::Server::HandlerResponse::Handled;
       }
       if (req.method == "GET" || req.method == "HEAD" || req.method == "OPTIONS" ||
-          (!req.has_header("Content-Length") && !is_chunked(req))) {
+          (!t_content_length && !is_chunked(req))) {
         dispatch(req, res, {});
         return httplib::Server::HandlerResponse::Handled;
       }
@@ -299,27 +293,22 @@ class HttpServer::Impl {
 
   // A body over the limit is refused at once, not read and dropped (which would
   // also wait out the read timeout for a body that never comes).
-  void check_content_length(const httplib::Request& req) const {
-    if (!req.has_header("Content-Length")) return;
-    const auto value = req.get_header_value("Content-Length");
-    uint64_t length = 0;
-    const auto* end = value.data() + value.size();
-    const auto parsed = std::from_chars(value.data(), end, length);
-    if (value.empty() || parsed.ec != std::errc() || parsed.ptr != end) {
-      throw InvalidInputError("invalid Content-Length " + echo(value));
-    }
-    if (length > options_.max_body_bytes) {
-      throw HttpError(413, "the request body (" + std::to_string(length) + " bytes) exceeds --max-body-bytes (" +
+  std::optional<uint64_t> checked_content_length(const httplib::Request& req) const {
+    const auto header = req.headers.find("Content-Length");
+    if (header == req.headers.end()) return std::nullopt;
+    const auto length = parse_decimal(header->second);
+    if (!length) throw InvalidInputError("invalid Content-Length " + echo(header->second));
+    if (*length > options_.max_body_bytes) {
+      throw HttpError(413, "the request body (" + std::to_string(*length) + " bytes) exceeds --max-body-bytes (" +
                                std::to_string(options_.max_body_bytes) + " bytes)");
     }
+    return length;
   }
 
   std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     const size_t max = options_.max_body_bytes;
     std::string body;
-    if (req.has_header("Content-Length")) {
-      body.reserve(std::min<size_t>(req.get_header_value<uint64_t>("Content-Length"), max));
-    }
+    if (t_content_length) body.reserve(std::min<size_t>(*t_content_length, max));
     bool too_large = false;
     // Past the limit, keep reading and dropping, so the connection stays in step.
     const auto receive = [&](const char* data, size_t n) {
@@ -331,15 +320,17 @@ class HttpServer::Impl {
       }
       return true;
     };
-    const std::string limit = "the request body exceeds --max-body-bytes (" + std::to_string(max) + " bytes)";
+    const auto over_limit = [max] {
+      return HttpError(413, "the request body exceeds --max-body-bytes (" + std::to_string(max) + " bytes)");
+    };
     if (req.is_multipart_form_data()) {
       reader([](const httplib::MultipartFormData&) { return true; }, receive);
-      if (res.status == 413 || too_large) throw HttpError(413, limit);
+      if (res.status == 413 || too_large) throw over_limit();
       throw HttpError(415, "multipart/form-data is not supported; send a JSON inference request "
                            "(application/json) or binary tensor data (application/octet-stream)");
     }
     const bool complete = reader(receive);
-    if (res.status == 413 || too_large) throw HttpError(413, limit);
+    if (res.status == 413 || too_large) throw over_limit();
     if (!complete) throw InvalidInputError("could not read the request body (shorter than its Content-Length?)");
     return body;
   }
@@ -537,9 +528,8 @@ class HttpServer::Impl {
     t_request_started = {};
     const double ms =
         started == Clock::time_point{} ? 0.0 : std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-    const auto bytes_in = req.body.empty() && req.has_header("Content-Length")
-                              ? req.get_header_value<uint64_t>("Content-Length")
-                              : static_cast<uint64_t>(req.body.size());
+    const auto bytes_in = req.body.empty() && t_content_length ? *t_content_length
+                                                               : static_cast<uint64_t>(req.body.size());
     char duration[32];
     std::snprintf(duration, sizeof(duration), "%.3f", ms);
     log::info("access remote=" + req.remote_addr + ":" + std::to_string(req.remote_port) +

@@ -18,15 +18,6 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "the binary tensor data extension is little-endian; this host is not");
 
-// User-supplied text echoed in an error message, quoted and cut to a sane length.
-std::string echo(std::string_view s) {
-  constexpr size_t kMaxEcho = 80;
-  std::string out = "'";
-  out.append(s.substr(0, kMaxEcho));
-  if (s.size() > kMaxEcho) out += "...";
-  out += "'";
-  return out;
-}
 
 std::string shape_text(const std::vector<int64_t>& shape) { return shape_string(shape); }
 
@@ -760,14 +751,29 @@ void append_data(std::string& out, const torch::Tensor& t) {
 
 }  // namespace
 
-size_t parse_header_length(std::string_view value) {
-  size_t n = 0;
+std::string echo(std::string_view s) {
+  constexpr size_t kMaxEcho = 80;
+  std::string out = "'";
+  out.append(s.substr(0, kMaxEcho));
+  if (s.size() > kMaxEcho) out += "...";
+  out += "'";
+  return out;
+}
+
+std::optional<uint64_t> parse_decimal(std::string_view value) {
+  uint64_t n = 0;
   const auto* end = value.data() + value.size();
   const auto result = std::from_chars(value.data(), end, n);
-  if (value.empty() || result.ec != std::errc() || result.ptr != end) {
+  if (value.empty() || result.ec != std::errc() || result.ptr != end) return std::nullopt;
+  return n;
+}
+
+size_t parse_header_length(std::string_view value) {
+  const auto n = parse_decimal(value);
+  if (!n || *n > std::numeric_limits<size_t>::max()) {
     throw InvalidInputError("Inference-Header-Content-Length must be a non-negative integer, got " + echo(value));
   }
-  return n;
+  return static_cast<size_t>(*n);
 }
 
 InferRequest parse_infer_request(std::string_view body, std::optional<size_t> json_bytes, const ParseLimits& limits) {

@@ -41,8 +41,12 @@ struct InferRequest {
 InferRequest parse_infer_request(std::string_view body, std::optional<size_t> json_bytes,
                                  const ParseLimits& limits = {});
 
-// Parses the Inference-Header-Content-Length header value (decimal, no sign).
+// A header's decimal value (digits only: no sign, no spaces); nullopt when malformed or too large.
+std::optional<uint64_t> parse_decimal(std::string_view value);
+// Parses the Inference-Header-Content-Length header value; throws InvalidInputError.
 size_t parse_header_length(std::string_view value);
+// User-supplied text echoed in an error message, quoted and cut to a sane length.
+std::string echo(std::string_view s);
 
 // One output of the response: its index in config.outputs and whether it goes binary.
 struct OutputSelection {
