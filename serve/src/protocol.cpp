@@ -19,7 +19,6 @@ static_assert(std::endian::native == std::endian::little,
               "the binary tensor data extension is little-endian; this host is not");
 
 
-std::string shape_text(const std::vector<int64_t>& shape) { return shape_string(shape); }
 
 // A JSON number or boolean as the parser hands it over, before it has a dtype.
 struct Scalar {
@@ -29,6 +28,13 @@ struct Scalar {
   int64_t i = 0;
   uint64_t u = 0;
   double d = 0;
+
+  // The value as an int64 in [0, 2^63), for sizes and dimensions; nullopt for anything else.
+  std::optional<int64_t> non_negative_int64() const {
+    if (kind == Kind::Int && i >= 0) return i;
+    if (kind == Kind::UInt && std::in_range<int64_t>(u)) return static_cast<int64_t>(u);
+    return std::nullopt;
+  }
 };
 
 enum class StoreError : uint8_t { None, NotNumber, NotInteger, NotBool, OutOfRange };
@@ -165,6 +171,11 @@ struct PendingInput {
   std::vector<int64_t> dims;  // length of the arrays at each depth of `data`, -1 = none closed yet
 };
 
+// How an error names an input: by its name once known, else by its position.
+std::string input_where(const PendingInput& in, size_t index) {
+  return in.has_name ? "input " + echo(in.name) : "inputs[" + std::to_string(index) + "]";
+}
+
 // Data that comes before its input's datatype or shape waits as Scalars (32
 // bytes each). Beyond this many, the request is parsed a second time with the
 // datatype and shape known from the first pass, so memory stays proportional
@@ -201,30 +212,10 @@ class RequestSax {
   const std::string& error() const { return error_; }
 
   bool null() { return scalar_value(Value::Null, nullptr, nullptr); }
-  bool boolean(bool v) {
-    Scalar s;
-    s.kind = Scalar::Kind::Bool;
-    s.b = v;
-    return scalar_value(Value::Bool, &s, nullptr);
-  }
-  bool number_integer(int64_t v) {
-    Scalar s;
-    s.kind = Scalar::Kind::Int;
-    s.i = v;
-    return scalar_value(Value::Number, &s, nullptr);
-  }
-  bool number_unsigned(uint64_t v) {
-    Scalar s;
-    s.kind = Scalar::Kind::UInt;
-    s.u = v;
-    return scalar_value(Value::Number, &s, nullptr);
-  }
-  bool number_float(double v) {
-    Scalar s;
-    s.kind = Scalar::Kind::Float;
-    s.d = v;
-    return scalar_value(Value::Number, &s, nullptr);
-  }
+  bool boolean(bool v) { return scalar(Value::Bool, {.kind = Scalar::Kind::Bool, .b = v}); }
+  bool number_integer(int64_t v) { return scalar(Value::Number, {.kind = Scalar::Kind::Int, .i = v}); }
+  bool number_unsigned(uint64_t v) { return scalar(Value::Number, {.kind = Scalar::Kind::UInt, .u = v}); }
+  bool number_float(double v) { return scalar(Value::Number, {.kind = Scalar::Kind::Float, .d = v}); }
   bool string(std::string& v) { return scalar_value(Value::String, nullptr, &v); }
 
   bool start_object() {
@@ -384,11 +375,7 @@ class RequestSax {
   PendingInput& input() { return draft_.inputs.back(); }
   PendingOutput& output() { return draft_.outputs.back(); }
 
-  std::string where_input() {
-    const size_t i = draft_.inputs.size() - 1;
-    const auto& in = draft_.inputs.back();
-    return in.has_name ? "input " + echo(in.name) : "inputs[" + std::to_string(i) + "]";
-  }
+  std::string where_input() { return input_where(draft_.inputs.back(), draft_.inputs.size() - 1); }
 
   std::string where(Ctx ctx) {
     switch (ctx) {
@@ -468,6 +455,8 @@ class RequestSax {
     return "a value";
   }
 
+  bool scalar(Value kind, const Scalar& s) { return scalar_value(kind, &s, nullptr); }
+
   bool scalar_value(Value kind, const Scalar* number, std::string* text) {
     if (stack_.empty()) return fail("the request body must be a JSON object");
     Frame& top = stack_.back();
@@ -509,14 +498,12 @@ class RequestSax {
       case Key::Datatype:
         if (kind != Value::String) break;
         return set_datatype(*text);
-      case Key::BinaryDataSize:
-        if (kind != Value::Number || number->kind == Scalar::Kind::Float ||
-            (number->kind == Scalar::Kind::Int && number->i < 0) ||
-            (number->kind == Scalar::Kind::UInt && !std::in_range<int64_t>(number->u))) {
-          break;
-        }
-        input().binary_data_size = number->kind == Scalar::Kind::Int ? number->i : static_cast<int64_t>(number->u);
+      case Key::BinaryDataSize: {
+        const auto size = kind == Value::Number ? number->non_negative_int64() : std::nullopt;
+        if (!size) break;
+        input().binary_data_size = *size;
         return true;
+      }
       case Key::BinaryData:
         if (kind != Value::Bool) break;
         output().binary_data = number->b;
@@ -549,14 +536,12 @@ class RequestSax {
     if (kind != Value::Number || number->kind == Scalar::Kind::Float) {
       return fail(where_input() + ": 'shape' must be an array of integers, found " + value_text(kind));
     }
-    if ((number->kind == Scalar::Kind::Int && number->i < 0) ||
-        (number->kind == Scalar::Kind::UInt && !std::in_range<int64_t>(number->u))) {
-      return fail(where_input() + ": 'shape' dimensions must be between 0 and 2^63-1");
-    }
+    const auto dim = number->non_negative_int64();
+    if (!dim) return fail(where_input() + ": 'shape' dimensions must be between 0 and 2^63-1");
     if (static_cast<int>(in.shape.size()) >= limits_.max_rank) {
       return fail(where_input() + ": 'shape' has more than " + std::to_string(limits_.max_rank) + " dimensions");
     }
-    in.shape.push_back(number->kind == Scalar::Kind::Int ? number->i : static_cast<int64_t>(number->u));
+    in.shape.push_back(*dim);
     return true;
   }
 
@@ -564,7 +549,6 @@ class RequestSax {
   bool begin_data() {
     auto& in = input();
     in.has_data = true;
-    data_depth_ = 1;
     data_counts_.assign(1, 0);
     const size_t index = draft_.inputs.size() - 1;
     const Hint* hint = nullptr;
@@ -575,7 +559,7 @@ class RequestSax {
       const auto numel = checked_numel(shape);
       // Each JSON element takes at least two bytes ("1,"): a larger shape cannot be honest.
       if (!numel || *numel > (json_bytes_ + 1) / 2) {
-        return fail(where_input() + ": shape " + shape_text(shape) + " has more elements than a " +
+        return fail(where_input() + ": shape " + shape_string(shape) + " has more elements than a " +
                     std::to_string(json_bytes_) + "-byte JSON request can hold");
       }
       try {
@@ -592,11 +576,10 @@ class RequestSax {
 
   bool open_data_array() {
     auto& in = input();
-    if (in.leaf_depth != 0 && data_depth_ + 1 > in.leaf_depth) {
+    if (in.leaf_depth != 0 && data_depth() + 1 > in.leaf_depth) {
       return fail(where_input() + ": 'data' mixes numbers and nested arrays");
     }
     ++data_counts_.back();
-    ++data_depth_;
     data_counts_.push_back(0);
     return push(Ctx::Data);
   }
@@ -605,7 +588,7 @@ class RequestSax {
     auto& in = input();
     const int64_t length = data_counts_.back();
     data_counts_.pop_back();
-    const auto level = static_cast<size_t>(data_depth_ - 1);
+    const auto level = data_counts_.size();  // the closed array's depth, counted from 0
     if (in.dims.size() <= level) in.dims.resize(level + 1, -1);
     if (in.dims[level] == -1) {
       in.dims[level] = length;
@@ -613,9 +596,8 @@ class RequestSax {
       return fail(where_input() + ": nested 'data' is ragged (lists at depth " + std::to_string(level + 1) +
                   " have lengths " + std::to_string(in.dims[level]) + " and " + std::to_string(length) + ")");
     }
-    --data_depth_;
     stack_.pop_back();
-    if (data_depth_ == 0) stack_.back().key = Key::None;  // back in the input object
+    if (data_counts_.empty()) stack_.back().key = Key::None;  // back in the input object
     return true;
   }
 
@@ -626,8 +608,8 @@ class RequestSax {
     }
     if (kind == Value::Null) return fail(where_input() + ": 'data' holds null; expected numbers or booleans");
     if (in.leaf_depth == 0) {
-      in.leaf_depth = data_depth_;
-    } else if (in.leaf_depth != data_depth_) {
+      in.leaf_depth = data_depth();
+    } else if (in.leaf_depth != data_depth()) {
       return fail(where_input() + ": 'data' mixes numbers and nested arrays");
     }
     ++data_counts_.back();
@@ -642,7 +624,7 @@ class RequestSax {
     }
     if (index >= in.numel) {
       return fail(where_input() + ": 'data' has more than the " + std::to_string(in.numel) +
-                  " elements of shape " + shape_text(in.shape));
+                  " elements of shape " + shape_string(in.shape));
     }
     const StoreError e = in.store(in.base, index, *number);
     if (e != StoreError::None) {
@@ -656,26 +638,25 @@ class RequestSax {
   const int64_t json_bytes_;
   const std::vector<Hint>* hints_;
   std::vector<Frame> stack_;
-  int data_depth_ = 0;
-  std::vector<int64_t> data_counts_;  // elements seen in each open array of "data"
+  // Elements seen in each open array of "data"; its size is the nesting depth.
+  std::vector<int64_t> data_counts_;
+  int data_depth() const { return static_cast<int>(data_counts_.size()); }
   std::string error_;
 };
 
-std::string input_label(const PendingInput& in) { return "input " + echo(in.name); }
-
 // JSON data that arrived before datatype or shape, or whose count must still be checked.
-torch::Tensor finish_json_data(PendingInput& in) {
+torch::Tensor finish_json_data(PendingInput& in, const std::string& where) {
   const auto numel = checked_numel(in.shape);
   if (!numel || in.count != *numel) {
-    throw InvalidInputError(input_label(in) + ": shape " + shape_text(in.shape) + " needs " +
+    throw InvalidInputError(where + ": shape " + shape_string(in.shape) + " needs " +
                             (numel ? std::to_string(*numel) : std::string("too many")) + " elements, 'data' holds " +
                             std::to_string(in.count));
   }
   if (in.leaf_depth > 1) {
     const std::vector<int64_t> nested(in.dims.begin(), in.dims.begin() + in.leaf_depth);
     if (nested != in.shape) {
-      throw InvalidInputError(input_label(in) + ": nested 'data' has shape " + shape_text(nested) +
-                              ", which is not the declared shape " + shape_text(in.shape));
+      throw InvalidInputError(where + ": nested 'data' has shape " + shape_string(nested) +
+                              ", which is not the declared shape " + shape_string(in.shape));
     }
   }
   if (in.store != nullptr) return std::move(in.tensor);
@@ -685,7 +666,7 @@ torch::Tensor finish_json_data(PendingInput& in) {
   for (int64_t i = 0; i < in.count; ++i) {
     const StoreError e = store(tensor.data_ptr(), i, in.deferred[static_cast<size_t>(i)]);
     if (e != StoreError::None) {
-      throw InvalidInputError(input_label(in) + ": data element " + std::to_string(i) + ": " +
+      throw InvalidInputError(where + ": data element " + std::to_string(i) + ": " +
                               describe_store_error(e, in.dtype));
     }
   }
@@ -816,7 +797,7 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
   size_t offset = 0;
   for (size_t i = 0; i < draft.inputs.size(); ++i) {
     auto& in = draft.inputs[i];
-    const std::string where = in.has_name ? input_label(in) : "inputs[" + std::to_string(i) + "]";
+    const std::string where = input_where(in, i);
     if (!in.has_name) throw InvalidInputError(where + " has no 'name'");
     if (!in.has_datatype) throw InvalidInputError(where + " has no 'datatype'");
     if (!in.has_shape) throw InvalidInputError(where + " has no 'shape'");
@@ -835,7 +816,7 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
       int64_t expected = 0;
       if (!numel || __builtin_mul_overflow(*numel, element_size, &expected) || expected != *in.binary_data_size) {
         throw InvalidInputError(where + ": binary_data_size is " + std::to_string(*in.binary_data_size) +
-                                " bytes, but shape " + shape_text(in.shape) + " of " + dtype_name(in.dtype) +
+                                " bytes, but shape " + shape_string(in.shape) + " of " + dtype_name(in.dtype) +
                                 " needs " + (numel ? std::to_string(expected) : std::string("more")) + " bytes");
       }
       const auto size = static_cast<size_t>(expected);
@@ -847,7 +828,7 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
       if (size) std::memcpy(tensor.data_ptr(), binary.data() + offset, size);
       offset += size;
     } else if (in.has_data) {
-      tensor = finish_json_data(in);
+      tensor = finish_json_data(in, where);
     } else {
       throw InvalidInputError(where + " has no 'data' (or parameters.binary_data_size)");
     }
