@@ -21,27 +21,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-import numpy as np
 import torch
 
+# datatype_of and dtype_of stay importable from here too (server_cli uses them).
+from torchship.tensors import TensorLike, as_tensor, datatype_of, dtype_of
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
-
-_DATATYPES: dict[torch.dtype, str] = {
-    torch.float32: "FP32",
-    torch.float64: "FP64",
-    torch.float16: "FP16",
-    torch.bfloat16: "BF16",
-    torch.int8: "INT8",
-    torch.int16: "INT16",
-    torch.int32: "INT32",
-    torch.int64: "INT64",
-    torch.uint8: "UINT8",
-    torch.uint16: "UINT16",
-    torch.bool: "BOOL",
-}
-_DTYPES = {name: dtype for dtype, name in _DATATYPES.items()}
-
-TensorLike = torch.Tensor | np.ndarray
 
 
 class ServerError(RuntimeError):
@@ -52,28 +37,6 @@ class ServerError(RuntimeError):
         self.status = status
         self.message = message
         self.retry_after = retry_after
-
-
-def datatype_of(dtype: torch.dtype) -> str:
-    try:
-        return _DATATYPES[dtype]
-    except KeyError:
-        raise ValueError(f"{dtype} has no Open Inference Protocol datatype") from None
-
-
-def dtype_of(datatype: str) -> torch.dtype:
-    try:
-        return _DTYPES[datatype]
-    except KeyError:
-        raise ValueError(f"unsupported datatype {datatype!r}") from None
-
-
-def _as_tensor(x: TensorLike | Sequence[Any], name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().contiguous()
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
-    raise TypeError(f"input {name!r}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
 def _tensor_from_bytes(raw: bytes, datatype: str, shape: list[int]) -> torch.Tensor:
@@ -174,13 +137,15 @@ class Client:
         request: dict[str, Any] = {"inputs": []}
         if request_id is not None:
             request["id"] = request_id
-        blobs: list[bytes] = []
+        blobs: list[memoryview] = []
         for name, value in inputs.items():
-            t = _as_tensor(value, name)
+            # The wire carries host memory in row-major order.
+            t = as_tensor(value, name).detach().cpu().contiguous()
             entry: dict[str, Any] = {"name": name, "shape": list(t.shape), "datatype": datatype_of(t.dtype)}
             if binary_inputs:
-                raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()  # any dtype, bf16 included
-                entry["parameters"] = {"binary_data_size": len(raw)}
+                # A view of the tensor's own bytes (any dtype, bf16 included); the join below is the only copy.
+                raw = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+                entry["parameters"] = {"binary_data_size": raw.nbytes}
                 blobs.append(raw)
             else:
                 entry["data"] = t.flatten().tolist()
@@ -195,7 +160,7 @@ class Client:
         if blobs:
             headers[HEADER_LENGTH] = str(len(header))
             headers["Content-Type"] = "application/octet-stream"
-            body = header + b"".join(blobs)
+            body = b"".join([header, *blobs])  # one copy of each payload, straight into the body
         else:
             headers["Content-Type"] = "application/json"
             body = header

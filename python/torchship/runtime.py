@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from torchship import _C
+from torchship.tensors import TensorLike, as_tensor
 
 Error = _C.Error
 LoadError = _C.LoadError
@@ -28,17 +29,6 @@ NotFoundError = _C.NotFoundError
 OverloadedError = _C.OverloadedError
 UnavailableError = _C.UnavailableError
 TimeoutError = _C.TimeoutError
-
-TensorLike = torch.Tensor | np.ndarray
-
-
-def _as_tensor(x: TensorLike, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))  # zero-copy when already contiguous
-    raise TypeError(f"input {name!r}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
-
 
 _configured = False
 
@@ -88,13 +78,13 @@ class Model:
         """
         timeout_us = None if timeout is None else int(timeout * 1e6)
         if isinstance(inputs, Mapping):
-            named = [(k, _as_tensor(v, k)) for k, v in inputs.items()]
+            named = [(k, as_tensor(v, k)) for k, v in inputs.items()]
             out = self._native.infer_named(named, timeout_us)
         else:
             seq = [inputs] if isinstance(inputs, (torch.Tensor, np.ndarray)) else list(inputs)
             names = self.input_names
             out = self._native.infer(
-                [_as_tensor(x, names[i] if i < len(names) else str(i)) for i, x in enumerate(seq)], timeout_us
+                [as_tensor(x, names[i] if i < len(names) else str(i)) for i, x in enumerate(seq)], timeout_us
             )
         return out[0] if len(out) == 1 else tuple(out)
 

@@ -15,17 +15,8 @@ from typing import Any
 import torch
 
 from torchship.models.registry import ModelEntry, TensorSpec
+from torchship.tensors import DTYPES
 
-DTYPES = {
-    "FP32": torch.float32,
-    "FP64": torch.float64,
-    "FP16": torch.float16,
-    "BF16": torch.bfloat16,
-    "INT64": torch.int64,
-    "INT32": torch.int32,
-    "UINT8": torch.uint8,
-    "BOOL": torch.bool,
-}
 # torch.export specialises a dimension whose example size is 0 or 1, so examples use batch 2.
 EXAMPLE_BATCH = 2
 
