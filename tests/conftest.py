@@ -17,6 +17,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _eager(checkpoint: Path) -> torch.nn.Module:
+    from torchship.training.checkpoint import build_model, load_checkpoint
+
+    return build_model(load_checkpoint(checkpoint)).eval()
+
+
 @pytest.fixture(scope="session")
 def thermometer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The chapter 5 linear model trained with the book's settings (all 11 readings)."""
@@ -25,6 +31,12 @@ def thermometer_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = thermometer.ThermometerConfig(epochs=5000, learning_rate=1e-2, method="autograd")
     result = thermometer.train_linear(cfg, progress=False)
     return thermometer.save_result(result, "thermometer_linear", cfg, tmp_path_factory.mktemp("ckpt") / "lin.ckpt")
+
+
+@pytest.fixture
+def thermometer_eager(thermometer_checkpoint: Path) -> torch.nn.Module:
+    """``thermometer_checkpoint`` as an eager PyTorch model in eval mode: the reference outputs are compared to."""
+    return _eager(thermometer_checkpoint)
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +65,17 @@ def net_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     For tests that need a convolutional model's shapes and batching, not its accuracy.
     """
-    from torchship import models
-    from torchship.training.checkpoint import make_checkpoint, save_checkpoint
+    from torchship.export import random_init_checkpoint
+    from torchship.training.checkpoint import save_checkpoint
 
-    torch.manual_seed(0)
-    entry = models.get("net")
-    checkpoint = make_checkpoint("net", entry.build(), entry.default_args)
+    checkpoint = random_init_checkpoint("net", seed=0)  # leaves the global RNG alone
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "net.ckpt", checkpoint)
+
+
+@pytest.fixture
+def net_eager(net_checkpoint: Path) -> torch.nn.Module:
+    """``net_checkpoint`` as an eager PyTorch model in eval mode."""
+    return _eager(net_checkpoint)
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,11 @@ from torchship import models, parity
 from torchship.export.pipeline import export_checkpoint, export_registry_model
 from torchship.server_process import ServerProcess
 
-# name -> (formats, export keyword arguments). Small max batches and example sizes keep the suite fast;
-# .pt2 (an AOTInductor compile, ~10 s each) only where it adds coverage: an MLP, a CNN, two outputs.
+# The trained chapter 5 checkpoint (the thermometer_checkpoint fixture), exported to every format.
+THERMOMETER_FORMATS = "torchscript,onnx,pt2"
+# Registry models, random-init: name -> (formats, export keyword arguments). Small max batches and example
+# sizes keep the suite fast; .pt2 (an AOTInductor compile, ~10 s each) only where it adds coverage: an MLP, a
+# CNN, two outputs. example_shapes is keyed by the registry's input name.
 ZOO = {
     "thermometer_mlp": ("torchscript,onnx,pt2", {}),
     "net": ("torchscript,onnx,pt2", {"max_batch_size": 16}),
@@ -31,7 +34,7 @@ ZOO = {
         {"model_args": {"ngf": 8, "n_blocks": 2}, "max_batch_size": 2, "example_shapes": {"image": (1, 3, 64, 64)}},
     ),
     "luna_classifier": ("torchscript,onnx,pt2", {"max_batch_size": 4}),
-    "luna_segmentation": ("torchscript,onnx", {"max_batch_size": 2, "example_shapes": {"image": (1, 8, 64, 64)}}),
+    "luna_segmentation": ("torchscript,onnx", {"max_batch_size": 2, "example_shapes": {"ct_slices": (1, 8, 64, 64)}}),
     "row_sum": ("torchscript", {"max_batch_size": 8}),
 }
 
@@ -39,12 +42,8 @@ ZOO = {
 @pytest.fixture(scope="session")
 def parity_repository(tmp_path_factory: pytest.TempPathFactory, thermometer_checkpoint: Path) -> Path:
     repo = tmp_path_factory.mktemp("parity_repo")
-    export_checkpoint(thermometer_checkpoint, repo, ["torchscript", "onnx", "pt2"])
+    export_checkpoint(thermometer_checkpoint, repo, THERMOMETER_FORMATS.split(","))
     for name, (formats, kwargs) in ZOO.items():
-        kwargs = dict(kwargs)
-        if "example_shapes" in kwargs:  # the input's name comes from the registry
-            spec_name = models.get(name).inputs[0].name
-            kwargs["example_shapes"] = {spec_name: next(iter(kwargs["example_shapes"].values()))}
         export_registry_model(name, repo, formats.split(","), **kwargs)
     return repo
 
@@ -63,8 +62,8 @@ def parity_rows(parity_repository: Path, parity_server: ServerProcess) -> list[p
     return rows
 
 
-MODELS = ["thermometer_linear", *ZOO]
-_FORMATS = {"thermometer_linear": ("torchscript,onnx,pt2", {}), **ZOO}
+_FORMATS = {"thermometer_linear": (THERMOMETER_FORMATS, {}), **ZOO}
+MODELS = list(_FORMATS)
 
 
 def _cases() -> list:

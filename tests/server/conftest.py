@@ -6,15 +6,14 @@ server's stdout line, readiness polled on /v2/health/ready, bounded waits).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from server_helpers import StartServer
 
 from torchship.server_process import ServerProcess
-
-StartServer = Callable[..., ServerProcess]
 
 
 @pytest.fixture

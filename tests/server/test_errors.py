@@ -13,15 +13,11 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-
-from torchship.server_process import ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from server_helpers import StartServer
 
 MODEL = "thermometer_linear"
 INFER = f"/v2/models/{MODEL}/infer"

@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from torchship.server_process import ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from server_helpers import StartServer
 
 MODEL = "thermometer_linear"
 INFER = f"/v2/models/{MODEL}/infer"

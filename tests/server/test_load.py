@@ -7,39 +7,26 @@ flight loses none of them, and the server exits 0.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from server_helpers import StartServer, metric
 
 from torchship import tolerance
 from torchship.client import Client, ServerError
-from torchship.server_process import ServerProcess
-from torchship.training.checkpoint import build_model, load_checkpoint
-
-StartServer = Callable[..., ServerProcess]
 
 MODEL = "thermometer_linear"
 LABELS = f'model="{MODEL}",version="1"'
 
 
-def metric(server: ServerProcess, sample: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    m = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
-    assert m, f"{sample} not in /metrics"
-    return float(m.group(1))
-
-
 def test_concurrent_callers_get_their_own_rows_in_shared_batches(
-    start_server: StartServer, thermometer_repository: Path, thermometer_checkpoint: Path
+    start_server: StartServer, thermometer_repository: Path, thermometer_eager: torch.nn.Module
 ) -> None:
     server = start_server(thermometer_repository, "--max-queue-delay-us", "2000", log_level="warning")
-    eager = build_model(load_checkpoint(thermometer_checkpoint)).eval()
     clients, per_client = 16, 60
     failures: list[str] = []
 
@@ -50,7 +37,7 @@ def test_concurrent_callers_get_their_own_rows_in_shared_batches(
                 x = torch.arange(rows, dtype=torch.float32).reshape(rows, 1) + 1000.0 * k + i
                 got = client.infer(MODEL, x, binary_inputs=i % 2 == 1, binary_outputs=i % 3 == 0)["t_c"]
                 with torch.no_grad():
-                    want = eager(x)
+                    want = thermometer_eager(x)
                 c = tolerance.compare(got, want, tolerance.tolerance("server"))
                 if not c.ok:
                     failures.append(f"client {k} request {i}: {c}")
@@ -74,12 +61,11 @@ def test_concurrent_callers_get_their_own_rows_in_shared_batches(
 
 
 def test_sigterm_finishes_requests_in_flight(
-    start_server: StartServer, thermometer_repository: Path, thermometer_checkpoint: Path
+    start_server: StartServer, thermometer_repository: Path, thermometer_eager: torch.nn.Module
 ) -> None:
     # Requests wait up to 10 s in the queue for company, so all n are caught in flight however slowly the
     # threads start; shutdown stops the waiting at once.
     server = start_server(thermometer_repository, "--max-queue-delay-us", "10000000")
-    eager = build_model(load_checkpoint(thermometer_checkpoint)).eval()
     n = 16
     results: dict[int, torch.Tensor | BaseException] = {}
 
@@ -108,7 +94,7 @@ def test_sigterm_finishes_requests_in_flight(
     with torch.no_grad():
         for k, got in results.items():
             tolerance.assert_close(
-                got, eager(torch.tensor([[float(k)]])), tolerance.tolerance("server"), f"request {k}"
+                got, thermometer_eager(torch.tensor([[float(k)]])), tolerance.tolerance("server"), f"request {k}"
             )
     assert "draining" in server.log() and "stopped" in server.log()
     with pytest.raises(httpx.ConnectError):

@@ -9,26 +9,23 @@ request fails.
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from server_helpers import StartServer, metric
 
 from torchship import tolerance
 from torchship.client import Client, ServerError
-from torchship.server_process import ServerProcess
-from torchship.training.checkpoint import build_model, load_checkpoint
 
-StartServer = Callable[..., ServerProcess]
 MODEL = "thermometer_linear"
+SUCCESS = f'torchship_inference_success_total{{model="{MODEL}",version="1"}}'
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 NGINX_CONF = """
@@ -66,16 +63,9 @@ http {{
 """
 
 
-def success_count(server: ServerProcess) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    m = re.search(rf'^torchship_inference_success_total{{model="{MODEL}",version="1"}} (\S+)$', text, re.MULTILINE)
-    assert m
-    return float(m.group(1))
-
-
 @pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (tools/bootstrap.sh installs nginx-light)")
 def test_sigterm_on_one_replica_behind_nginx_loses_no_request(
-    start_server: StartServer, thermometer_repository: Path, thermometer_checkpoint: Path, tmp_path: Path
+    start_server: StartServer, thermometer_repository: Path, thermometer_eager: torch.nn.Module, tmp_path: Path
 ) -> None:
     a = start_server(thermometer_repository, log_level="warning")
     b = start_server(thermometer_repository, log_level="warning")
@@ -96,7 +86,6 @@ def test_sigterm_on_one_replica_behind_nginx_loses_no_request(
                 continue
             pytest.fail(f"nginx exited with {code}: {(tmp_path / 'error.log').read_text()}")
 
-        eager = build_model(load_checkpoint(thermometer_checkpoint)).eval()
         clients, per_client = 8, 250
         failures: list[str] = []
         done = [0]
@@ -112,7 +101,7 @@ def test_sigterm_on_one_replica_behind_nginx_loses_no_request(
                         failures.append(f"client {k} request {i}: {e}")
                         continue
                     with torch.no_grad():
-                        if not tolerance.compare(got, eager(x), tolerance.tolerance("server")).ok:
+                        if not tolerance.compare(got, thermometer_eager(x), tolerance.tolerance("server")).ok:
                             failures.append(f"client {k} request {i}: wrong answer")
                     with lock:
                         done[0] += 1
@@ -122,7 +111,7 @@ def test_sigterm_on_one_replica_behind_nginx_loses_no_request(
             t.start()
         # Once replica A carries real traffic, take it out mid-stream.
         deadline = time.monotonic() + 60
-        while success_count(a) < 100:
+        while metric(a, SUCCESS) < 100:
             assert time.monotonic() < deadline, "no traffic reached replica A"
             threads[0].join(timeout=0.005)
         assert a.proc is not None
@@ -131,7 +120,7 @@ def test_sigterm_on_one_replica_behind_nginx_loses_no_request(
         for t in threads:
             t.join()
         assert a.proc.wait(timeout=30) == 0, a.log()
-        served_by_b = success_count(b)
+        served_by_b = metric(b, SUCCESS)
         total = clients * per_client
         print(f"{total} requests through nginx; SIGTERM to A after {at_sigterm}; B served {served_by_b:.0f}")
         assert not failures, failures[:5]

@@ -11,27 +11,20 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from server_helpers import StartServer
 
 from torchship import tolerance
 from torchship.client import HEADER_LENGTH, Client, ServerError
 from torchship.server_process import ServerProcess, server_binary
-from torchship.training.checkpoint import build_model, load_checkpoint
-
-StartServer = Callable[..., ServerProcess]
 
 MODEL = "thermometer_linear"
 TORCHSHIP = Path(sys.executable).with_name("torchship")
-
-
-def eager(checkpoint: Path) -> torch.nn.Module:
-    return build_model(load_checkpoint(checkpoint)).eval()
 
 
 def expected(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +61,7 @@ def test_model_metadata_and_readiness(http: httpx.Client, prefix: str) -> None:
 @pytest.mark.parametrize("binary_outputs", [False, True], ids=["json-out", "binary-out"])
 def test_outputs_equal_eager(
     thermometer_server: ServerProcess,
-    thermometer_checkpoint: Path,
+    thermometer_eager: torch.nn.Module,
     batch: int,
     binary_inputs: bool,
     binary_outputs: bool,
@@ -76,11 +69,11 @@ def test_outputs_equal_eager(
     x = torch.randn(batch, 1, generator=torch.Generator().manual_seed(batch)) * 30 + 50
     with Client(thermometer_server.url) as client:
         got = client.infer(MODEL, x, binary_inputs=binary_inputs, binary_outputs=binary_outputs)["t_c"]
-    c = tolerance.assert_close(got, expected(eager(thermometer_checkpoint), x), tolerance.tolerance("server"), MODEL)
+    c = tolerance.assert_close(got, expected(thermometer_eager, x), tolerance.tolerance("server"), MODEL)
     print(f"batch {batch}: {c}")
 
 
-def test_nested_and_flat_json_data_agree(http: httpx.Client, thermometer_checkpoint: Path) -> None:
+def test_nested_and_flat_json_data_agree(http: httpx.Client, thermometer_eager: torch.nn.Module) -> None:
     values = [[35.7], [55.9], [58.2]]
     answers = []
     for data in (values, [v[0] for v in values]):
@@ -91,7 +84,7 @@ def test_nested_and_flat_json_data_agree(http: httpx.Client, thermometer_checkpo
         assert out["name"] == "t_c" and out["datatype"] == "FP32" and out["shape"] == [3, 1]
         answers.append(torch.tensor(out["data"], dtype=torch.float32).reshape(3, 1))
     assert torch.equal(answers[0], answers[1])
-    ref = expected(eager(thermometer_checkpoint), torch.tensor(values))
+    ref = expected(thermometer_eager, torch.tensor(values))
     tolerance.assert_close(answers[0], ref, tolerance.tolerance("server"), "nested JSON")
 
 
@@ -117,15 +110,14 @@ def test_id_is_echoed_and_outputs_are_selected(http: httpx.Client) -> None:
     assert "id" not in no_id.json() and no_id.headers["content-type"] == "application/json"
 
 
-def test_cnn_outputs_equal_eager(start_server: StartServer, net_repository: Path, net_checkpoint: Path) -> None:
+def test_cnn_outputs_equal_eager(start_server: StartServer, net_repository: Path, net_eager: torch.nn.Module) -> None:
     server = start_server(net_repository)
-    model = eager(net_checkpoint)
     with Client(server.url) as client:
         meta = client.model_metadata("net")
         assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
         for batch in (1, 5, 64):
             x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
-            ref = expected(model, x)
+            ref = expected(net_eager, x)
             for binary in (False, True):
                 got = client.infer("net", x, binary_inputs=binary, binary_outputs=binary)["logits"]
                 tolerance.assert_close(got, ref, tolerance.tolerance("server"), f"net batch {batch} binary={binary}")
@@ -134,14 +126,14 @@ def test_cnn_outputs_equal_eager(start_server: StartServer, net_repository: Path
 
 @pytest.mark.slow
 def test_pt2_artifact_outputs_equal_eager(
-    start_server: StartServer, thermometer_pt2_repository: Path, thermometer_checkpoint: Path
+    start_server: StartServer, thermometer_pt2_repository: Path, thermometer_eager: torch.nn.Module
 ) -> None:
     server = start_server(thermometer_pt2_repository, "--format", "pt2")
     x = torch.tensor([[35.7], [81.9], [-40.0]])
     with Client(server.url) as client:
         assert client.model_metadata(MODEL)["platform"] == "pytorch_aotinductor"
         got = client.infer(MODEL, x, binary_outputs=True)["t_c"]
-    tolerance.assert_close(got, expected(eager(thermometer_checkpoint), x), tolerance.tolerance("server"), "pt2")
+    tolerance.assert_close(got, expected(thermometer_eager, x), tolerance.tolerance("server"), "pt2")
     assert server.stop() == 0
 
 
@@ -199,7 +191,9 @@ def test_one_access_log_line_per_request(start_server: StartServer, thermometer_
     )
 
 
-def test_cli_serve_and_predict(thermometer_repository: Path, thermometer_checkpoint: Path, tmp_path: Path) -> None:
+def test_cli_serve_and_predict(
+    thermometer_repository: Path, thermometer_eager: torch.nn.Module, tmp_path: Path
+) -> None:
     server = ServerProcess(thermometer_repository, log_path=tmp_path / "serve.log")
     # Through the Python CLI, which execs torchship-server with the same flags.
     server.cmd = [str(TORCHSHIP), "serve", "--model-repository", str(thermometer_repository), "--http-port", "0"]
@@ -207,7 +201,7 @@ def test_cli_serve_and_predict(thermometer_repository: Path, thermometer_checkpo
     server.start()
     try:
         x = [[35.7], [81.9]]
-        ref = expected(eager(thermometer_checkpoint), torch.tensor(x))
+        ref = expected(thermometer_eager, torch.tensor(x))
         (tmp_path / "x.json").write_text(json.dumps(x))
         np.save(tmp_path / "x.npy", np.array(x, dtype=np.float64))  # converted to the model's FP32
         for name, extra in (("x.json", []), ("x.npy", ["--binary"])):

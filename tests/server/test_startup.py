@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import ctypes.util
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-
-from torchship.server_process import ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+import torch
+from server_helpers import StartServer
 
 
 @pytest.fixture
@@ -55,17 +52,14 @@ def test_start_up_log_names_threads_and_allocator(start_server: StartServer, the
 
 
 def test_precision_and_layout_flags_reach_the_model(
-    start_server: StartServer, net_repository: Path, net_checkpoint: Path
+    start_server: StartServer, net_repository: Path, net_eager: torch.nn.Module
 ) -> None:
-    import torch
-
     from torchship import tolerance
     from torchship.client import Client
-    from torchship.training.checkpoint import build_model, load_checkpoint
 
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        expected = build_model(load_checkpoint(net_checkpoint)).eval()(x)
+        expected = net_eager(x)
     server = start_server(net_repository, "--precision", "bf16", "--channels-last")
     with Client(server.url) as client:
         (got,) = client.infer("net", x).values()

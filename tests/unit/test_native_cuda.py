@@ -74,12 +74,12 @@ def test_runtime_turns_tf32_off_for_parity(thermometer_repository: Path) -> None
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_cuda_half_channels_last_matches_eager_fp32(net_repository: Path, net_checkpoint: Path, precision: str) -> None:
-    from torchship.training.checkpoint import build_model, load_checkpoint
-
+def test_cuda_half_channels_last_matches_eager_fp32(
+    net_repository: Path, net_eager: torch.nn.Module, precision: str
+) -> None:
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = build_model(load_checkpoint(net_checkpoint)).eval()(x)
+        expected = net_eager(x)
     with runtime.Runtime(net_repository, device="cuda", precision=precision, channels_last=True) as rt:
         got = rt.model("net").infer(x)
     assert got.device.type == "cpu" and got.dtype == torch.float32 and got.is_contiguous()
