@@ -21,6 +21,7 @@ import torch
 from torchship import models, tolerance
 from torchship.export import formats
 from torchship.export.shapes import random_inputs
+from torchship.export.verify import verification_batches
 from torchship.models.registry import TensorSpec
 from torchship.training.checkpoint import build_model, load_checkpoint, sha256
 
@@ -192,7 +193,9 @@ def check_model(
     repository = Path(repository)
     eager = eager_reference(m)
     max_batch = int(m.config["max_batch_size"])
-    sizes = sorted({b for b in (batch_sizes or (1, 3, max_batch)) if b <= max_batch})
+    sizes = (
+        verification_batches(max_batch) if batch_sizes is None else sorted({b for b in batch_sizes if b <= max_batch})
+    )
     cases = []
     for b in sizes:
         x = random_inputs(m.inputs, m.example_shapes, b, seed + b)

@@ -25,6 +25,11 @@ ARTIFACT_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "pt2": "model
 _noted_jit_deprecation = False
 
 
+def settings_key(fmt: str, device: str = "cpu") -> str:
+    """The manifest's key for one artifact's settings: the format, with the device when it is not the CPU."""
+    return fmt if device == "cpu" else f"{fmt}.{device}"
+
+
 def artifact_name(fmt: str, device: str = "cpu") -> str:
     """File name in a version directory; the C++ runtime looks for model.pt2 on CPU, model.cuda.pt2 on CUDA."""
     if fmt == "pt2" and device != "cpu":
@@ -180,24 +185,24 @@ def export_onnx(
     input_names: Sequence[str],
     output_names: Sequence[str],
     dynamic_shapes: tuple[dict[int, Any], ...],
-) -> None:
-    """The dynamo exporter with every argument that shapes the file stated, then the full checker."""
+) -> dict[str, Any]:
+    """The dynamo exporter with every argument that shapes the file stated, then the full checker.
+
+    Returns those settings as the manifest records them, so it states what was used, not a copy."""
     import onnx
 
+    settings = {"dynamo": True, "opset_version": ONNX_OPSET, "optimize": True, "external_data": False}
     with _onnx_passes_quiet():
         program = torch.onnx.export(
             model,
             tuple(example),
-            dynamo=True,
-            opset_version=ONNX_OPSET,
             input_names=list(input_names),
             output_names=list(output_names),
             dynamic_shapes=dynamic_shapes,
-            external_data=False,
-            optimize=True,
             verify=False,
             report=False,
             verbose=False,
+            **settings,
         )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
@@ -210,6 +215,13 @@ def export_onnx(
             f"ONNX graph has inputs {got_in} and outputs {got_out}; the model declares {list(input_names)} "
             f"and {list(output_names)}"
         )
+    return {
+        "dynamo": settings["dynamo"],
+        "opset": settings["opset_version"],
+        "optimize": settings["optimize"],
+        "external_data": settings["external_data"],
+        "checker": "onnx.checker.check_model(full_check=True)",
+    }
 
 
 def load_onnx(path: Path, device: str = "cpu") -> Runner:

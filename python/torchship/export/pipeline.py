@@ -221,7 +221,7 @@ def export_checkpoint(
         for fmt, device in _targets(formats_, devices):
             file = formats.artifact_name(fmt, device)
             path = staging / file
-            key = fmt if device == "cpu" else f"{fmt}.{device}"
+            key = formats.settings_key(fmt, device)
             started = time.perf_counter()
             try:
                 if not path.exists():  # TorchScript is written once and checked on every device
@@ -304,22 +304,13 @@ def _write(
         tracer_warnings = formats.export_torchscript(model, example, path, method)
         return {"torchscript": {"method": method, "tracer_warnings_inside_torch": tracer_warnings}}
     if fmt == "onnx":
-        formats.export_onnx(model, example, path, [s.name for s in inputs], [s.name for s in outputs], dynamic)
-        return {
-            "onnx": {
-                "dynamo": True,
-                "opset": formats.ONNX_OPSET,
-                "optimize": True,
-                "external_data": False,
-                "checker": "onnx.checker.check_model(full_check=True)",
-                "runtime": "onnxruntime CPUExecutionProvider",
-            }
-        }
+        used = formats.export_onnx(model, example, path, [s.name for s in inputs], [s.name for s in outputs], dynamic)
+        return {"onnx": used | {"runtime": "onnxruntime CPUExecutionProvider"}}
     on_device = model if device == "cpu" else copy.deepcopy(model).to(device)
     program = formats.export_pt2(on_device, [t.to(device) for t in example], path, dynamic, device)
     ranges = shapes.exported_ranges(program, [s.name for s in inputs])
     return {
-        f"pt2{'' if device == 'cpu' else '.' + device}": {
+        formats.settings_key("pt2", device): {
             "torch_export": "non-strict",
             "aoti_compile_and_package": True,
             "device": device,

@@ -75,9 +75,7 @@ def build_cases(
                 f"{len(outputs)} ({', '.join(o.name for o in outputs)})"
             )
         for spec, t in zip(outputs, y, strict=True):
-            fits = t.dim() == len(spec.shape) and t.shape[0] == batch
-            fits = fits and all(s in (-1, d) for s, d in zip(spec.shape, t.shape, strict=True))
-            if not fits:
+            if spec.shape_problem(tuple(t.shape)) or t.shape[0] != batch:
                 raise ExportError(
                     f"model {model_name!r}: eager output '{spec.name}' has shape {list(t.shape)} at batch {batch}; "
                     f"the registry declares {list(spec.shape)}"
