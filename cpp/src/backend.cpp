@@ -44,9 +44,24 @@ class TorchScriptBackend final : public Backend {
   std::string format() const override { return "torchscript"; }
 
   void convert(std::optional<torch::ScalarType> dtype, bool channels_last) override {
-    if (dtype) module_.to(*dtype);
-    if (!channels_last) return;
     torch::NoGradGuard no_grad;
+    if (dtype) {
+      // Floating tensors only (Module::to would also cast integer and bool buffers, such as position ids or
+      // masks). set_data swaps the data of the tensor the module holds, as Module::to does.
+      bool cast_any = false;
+      const auto cast = [&](torch::Tensor t) {
+        if (!t.is_floating_point()) return;
+        t.set_data(t.to(*dtype));
+        cast_any = true;
+      };
+      for (const auto& p : module_.parameters()) cast(p);
+      for (const auto& b : module_.buffers()) cast(b);
+      if (!cast_any) {
+        throw LoadError("the module has no floating parameters or buffers to cast (a frozen or optimized "
+                        "TorchScript module keeps its weights as graph constants); export it unfrozen");
+      }
+    }
+    if (!channels_last) return;
     for (auto p : module_.parameters()) {
       if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
     }

@@ -112,19 +112,25 @@ DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::c
     }
     return future.get();
   }
-  execute(instance, batch);
+  {
+    const CallerRun done(*this, instance);  // frees the instance even if execute() throws
+    execute(instance, batch);
+  }
+  return future.get();
+}
+
+DynamicBatcher::CallerRun::~CallerRun() {
   bool wake_worker = false;
   bool wake_shutdown = false;
   {
-    std::lock_guard lock(mutex_);
-    instance_busy_[static_cast<size_t>(instance)] = 0;
-    --callers_running_;
-    wake_worker = !queue_.empty();  // its worker may be waiting for this instance
-    wake_shutdown = stopping_ && callers_running_ == 0;
+    std::lock_guard lock(batcher_.mutex_);
+    batcher_.instance_busy_[static_cast<size_t>(instance_)] = 0;
+    --batcher_.callers_running_;
+    wake_worker = !batcher_.queue_.empty();  // its worker may be waiting for this instance
+    wake_shutdown = batcher_.stopping_ && batcher_.callers_running_ == 0;
   }
-  if (wake_worker) work_available_.notify_all();
-  if (wake_shutdown) callers_done_.notify_all();
-  return future.get();
+  if (wake_worker) batcher_.work_available_.notify_all();
+  if (wake_shutdown) batcher_.callers_done_.notify_all();
 }
 
 void DynamicBatcher::shutdown() {

@@ -89,6 +89,9 @@ class Model::Instance {
   // is copied once on the host instead of twice (cat, then stage). The buffer is free again here:
   // run() synchronizes its stream before returning, and one worker drives this instance.
   torch::Tensor concat(size_t i, const std::vector<torch::Tensor>& parts) {
+    for (const auto& p : parts) {
+      if (!p.device().is_cpu()) return torch::cat(parts, 0);  // callers may pass device tensors
+    }
     std::vector<int64_t> shape = parts.front().sizes().vec();
     shape[0] = 0;
     for (const auto& p : parts) shape[0] += p.size(0);

@@ -525,11 +525,15 @@ class HttpServer::Impl {
 
   void write_access_line(const httplib::Request& req, const httplib::Response& res) {
     const auto started = t_request_started;
+    const auto content_length = t_content_length;
+    // Cleared: httplib logs some requests it answers itself (414, a malformed request line) without
+    // pre-routing, and they must not show the previous request's values.
     t_request_started = {};
+    t_content_length.reset();
     const double ms =
         started == Clock::time_point{} ? 0.0 : std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-    const auto bytes_in = req.body.empty() && t_content_length ? *t_content_length
-                                                               : static_cast<uint64_t>(req.body.size());
+    const auto bytes_in =
+        req.body.empty() && content_length ? *content_length : static_cast<uint64_t>(req.body.size());
     char duration[32];
     std::snprintf(duration, sizeof(duration), "%.3f", ms);
     log::info("access remote=" + req.remote_addr + ":" + std::to_string(req.remote_port) +

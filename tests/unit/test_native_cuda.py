@@ -87,3 +87,17 @@ def test_cuda_half_channels_last_matches_eager_fp32(
         got, expected, tolerance.HALF_PRECISION_TOL[("net", precision)], f"cuda {precision} channels_last vs eager"
     )
     print(f"cuda {precision}: {c}")
+
+
+@pytest.mark.cuda
+def test_cuda_batches_of_device_tensors(net_repository: Path, net_eager: torch.nn.Module) -> None:
+    """Requests holding CUDA tensors are batched too (concatenated on the device, not in pinned memory)."""
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = net_eager(x)
+    with runtime.Runtime(net_repository, device="cuda") as rt:
+        model = rt.model("net")
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda i: model.infer(x[i : i + 1].cuda()), range(32)))
+        assert model.stats()["batches"] < 32  # some requests shared a batch
+    tolerance.assert_close(torch.cat(got), expected, tolerance.CUDA_FP32_TOL, "batched device tensors")

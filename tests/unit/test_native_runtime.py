@@ -157,3 +157,50 @@ def test_reduced_precision_needs_torchscript_and_a_known_name(thermometer_pt2_re
         runtime.Runtime(thermometer_pt2_repository, format="pt2", precision="fp16")
     with pytest.raises(ValueError, match=r"unknown precision 'fp8' \(expected exported, fp32, fp16 or bf16\)"):
         runtime.Runtime(thermometer_pt2_repository, precision="fp8")
+
+
+class _WithIntegerBuffers(torch.nn.Module):
+    """t_u -> t_c like the thermometer, through an int64 index buffer and a bool mask buffer: what position
+    ids and attention masks look like in larger models. Neither may be cast by ``precision``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 1)
+        self.register_buffer("index", torch.tensor([0, 0, 0]))
+        self.register_buffer("keep", torch.tensor([True, False, True]))
+        self.register_buffer("scale", torch.tensor([1.0, 2.0, 3.0]))  # a floating buffer: this one is cast
+
+    def forward(self, t_u: torch.Tensor) -> torch.Tensor:
+        x = t_u.index_select(1, self.index) * self.scale
+        return self.linear(x.masked_fill(~self.keep, 0.0))
+
+
+def _replace_artifact(tmp_path: Path, repository: Path, module: torch.jit.ScriptModule) -> Path:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(repository, repo)
+    module.save(str(repo / "thermometer_linear" / "1" / "model.pt"))
+    return repo
+
+
+def test_reduced_precision_keeps_integer_and_bool_buffers(tmp_path: Path, thermometer_repository: Path) -> None:
+    torch.manual_seed(0)
+    model = _WithIntegerBuffers().eval()
+    x = torch.randn(5, 1)
+    repo = _replace_artifact(tmp_path, thermometer_repository, torch.jit.trace(model, (x,)))
+    with torch.no_grad():
+        expected = model(x)
+    with runtime.Runtime(repo, format="torchscript", precision="fp16") as rt:
+        got = rt.model("thermometer_linear").infer(x)
+    assert got.dtype == torch.float32
+    tolerance.assert_close(got, expected, 1e-2, "fp16 with int64 and bool buffers")  # one fp16 linear layer
+
+
+def test_reduced_precision_refuses_a_frozen_module(tmp_path: Path, thermometer_repository: Path) -> None:
+    frozen = torch.jit.freeze(torch.jit.script(_WithIntegerBuffers().eval()))  # weights become graph constants
+    repo = _replace_artifact(tmp_path, thermometer_repository, frozen)
+    with pytest.raises(runtime.LoadError, match="no floating parameters or buffers to cast"):
+        runtime.Runtime(repo, format="torchscript", precision="bf16")
+    with runtime.Runtime(repo, format="torchscript") as rt:  # as exported it still serves
+        assert rt.model("thermometer_linear").infer(torch.ones(2, 1)).shape == (2, 1)

@@ -17,9 +17,10 @@ class Backend {
   // Inputs are already on the backend's device; outputs are returned on it.
   virtual std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& inputs) = 0;
   virtual std::string format() const = 0;
-  // Casts floating parameters and buffers to `dtype` (when given) and 4-D ones
-  // to channels_last. Only TorchScript can; a .pt2 is compiled for one dtype
-  // and layout, so AOTInductor throws LoadError.
+  // Casts floating parameters and buffers to `dtype` (when given; integer and
+  // bool ones are kept) and 4-D parameters to channels_last. Only TorchScript
+  // can; a .pt2 is compiled for one dtype and layout, so AOTInductor throws
+  // LoadError, as does a module with nothing to cast (frozen weights).
   virtual void convert(std::optional<torch::ScalarType> dtype, bool channels_last) = 0;
 };
 

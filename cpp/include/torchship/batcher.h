@@ -38,7 +38,8 @@ struct BatcherOptions {
 class DynamicBatcher {
  public:
   using Tensors = std::vector<torch::Tensor>;
-  // Runs one batch on worker `worker` (its model instance). Called off the caller's thread.
+  // Runs one batch on worker `worker` (its model instance): on that worker's thread, or on a
+  // caller's thread when an idle model runs a request at once (BatcherOptions::run_on_caller).
   using RunFn = std::function<Tensors(int worker, const Tensors& batch)>;
   // Joins input `input` of several requests along dim 0 for `worker` (default torch::cat). A CUDA
   // instance concatenates straight into its pinned staging buffer, saving a copy of every batch.
@@ -70,6 +71,20 @@ class DynamicBatcher {
     std::chrono::steady_clock::time_point enqueued;
     std::optional<std::chrono::steady_clock::time_point> deadline;
     std::promise<Tensors> promise;
+  };
+
+  // A request running on its caller's thread on `instance`: claimed in run(), freed (and a
+  // waiting worker or shutdown woken) when this goes out of scope.
+  class CallerRun {
+   public:
+    CallerRun(DynamicBatcher& batcher, int instance) : batcher_(batcher), instance_(instance) {}
+    ~CallerRun();
+    CallerRun(const CallerRun&) = delete;
+    CallerRun& operator=(const CallerRun&) = delete;
+
+   private:
+    DynamicBatcher& batcher_;
+    int instance_;
   };
 
   static Request make_request(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline);
