@@ -45,7 +45,8 @@ DynamicBatcher::Request DynamicBatcher::make_request(Tensors inputs, std::option
 }
 
 void DynamicBatcher::enqueue(Request request) {
-  throw_if_full();
+  const auto depth = static_cast<int64_t>(queue_.size());
+  if (depth >= options_.max_queue_size) throw_full(depth);
   queued_rows_ += request.rows;
   queue_.push_back(std::move(request));
   stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
@@ -64,16 +65,16 @@ std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
   return future;
 }
 
-void DynamicBatcher::throw_if_full() const {
-  if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
-    throw OverloadedError("request queue is full (" + std::to_string(queue_.size()) + " waiting, max_queue_size " +
-                          std::to_string(options_.max_queue_size) + "); retry later");
-  }
+
+void DynamicBatcher::check_capacity() const {
+  // The depth every queue change publishes, read without the lock the workers contend on: advisory anyway.
+  const int64_t depth = stats_.queue_depth.load(std::memory_order_relaxed);
+  if (depth >= options_.max_queue_size) throw_full(depth);
 }
 
-void DynamicBatcher::check_capacity() {
-  std::lock_guard lock(mutex_);
-  throw_if_full();
+void DynamicBatcher::throw_full(int64_t depth) const {
+  throw OverloadedError("request queue is full (" + std::to_string(depth) + " waiting, max_queue_size " +
+                        std::to_string(options_.max_queue_size) + "); retry later");
 }
 
 int DynamicBatcher::claim_free_instance() {

@@ -68,8 +68,9 @@ class Model::Instance {
       const auto& t = batch[i];
       if (t.device() == device_) {
         inputs.push_back(convert_input(t));
-      } else {  // pinned: gathered into staging_ by concat(), or the caller's own pinned tensor
-        const auto& host = t.is_pinned() ? t : stage(i, t);
+      } else {  // concat() may already have gathered it into the staging buffer
+        const bool staged = i < staging_.size() && staging_[i].defined() && t.data_ptr() == staging_[i].data_ptr();
+        const auto& host = staged ? t : stage(i, t);
         inputs.push_back(convert_input(host.to(device_, /*non_blocking=*/true)));
       }
     }
@@ -102,10 +103,10 @@ class Model::Instance {
  private:
   // On the device: to the run precision and layout (casts after the copy, so
   // only the exported dtype crosses PCIe and the cast runs on the GPU).
-  torch::Tensor convert_input(torch::Tensor t) const {
-    if (precision_ && c10::isFloatingType(t.scalar_type())) t = t.to(*precision_);
-    if (channels_last_ && t.dim() == 4) t = t.contiguous(at::MemoryFormat::ChannelsLast);
-    return t;
+  torch::Tensor convert_input(const torch::Tensor& t) const {
+    const auto dtype = precision_ && c10::isFloatingType(t.scalar_type()) ? *precision_ : t.scalar_type();
+    const auto layout = channels_last_ && t.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Preserve;
+    return t.to(dtype, /*non_blocking=*/false, /*copy=*/false, layout);  // one kernel for both, none when neither
   }
 
   // Back to the config's dtypes and row-major layout, so callers never see the run precision.
@@ -113,10 +114,9 @@ class Model::Instance {
     if (!precision_ && !channels_last_) return outputs;
     for (size_t i = 0; i < outputs.size() && i < output_dtypes_.size(); ++i) {
       auto& out = outputs[i];
-      if (c10::isFloatingType(out.scalar_type()) && c10::isFloatingType(output_dtypes_[i])) {
-        out = out.to(output_dtypes_[i]);
-      }
-      out = out.contiguous();
+      const bool cast = c10::isFloatingType(out.scalar_type()) && c10::isFloatingType(output_dtypes_[i]);
+      out = out.to(cast ? output_dtypes_[i] : out.scalar_type(), /*non_blocking=*/false, /*copy=*/false,
+                   at::MemoryFormat::Contiguous);
     }
     return outputs;
   }

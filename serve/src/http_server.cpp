@@ -240,7 +240,6 @@ class HttpServer::Impl {
     // or chunked encoding) are answered here, before httplib's regex routing.
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       t_request_started = Clock::now();
-      t_content_length.reset();
       try {
         t_content_length = checked_content_length(req);
       } catch (...) {
@@ -451,7 +450,9 @@ class HttpServer::Impl {
     std::vector<OutputSelection> selection;
     try {
       std::optional<size_t> json_bytes;
-      if (req.has_header(kHeaderLength)) json_bytes = parse_header_length(req.get_header_value(kHeaderLength));
+      if (const auto header = req.headers.find(kHeaderLength); header != req.headers.end()) {
+        json_bytes = parse_header_length(header->second);
+      }
       request = parse_infer_request(body, json_bytes, options_.limits);
       selection = select_outputs(model->config(), request);
     } catch (const InvalidInputError&) {

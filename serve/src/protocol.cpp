@@ -645,17 +645,17 @@ class RequestSax {
 };
 
 // JSON data that arrived before datatype or shape, or whose count must still be checked.
-torch::Tensor finish_json_data(PendingInput& in, const std::string& where) {
+torch::Tensor finish_json_data(PendingInput& in, size_t index) {
   const auto numel = checked_numel(in.shape);
   if (!numel || in.count != *numel) {
-    throw InvalidInputError(where + ": shape " + shape_string(in.shape) + " needs " +
+    throw InvalidInputError(input_where(in, index) + ": shape " + shape_string(in.shape) + " needs " +
                             (numel ? std::to_string(*numel) : std::string("too many")) + " elements, 'data' holds " +
                             std::to_string(in.count));
   }
   if (in.leaf_depth > 1) {
     const std::vector<int64_t> nested(in.dims.begin(), in.dims.begin() + in.leaf_depth);
     if (nested != in.shape) {
-      throw InvalidInputError(where + ": nested 'data' has shape " + shape_string(nested) +
+      throw InvalidInputError(input_where(in, index) + ": nested 'data' has shape " + shape_string(nested) +
                               ", which is not the declared shape " + shape_string(in.shape));
     }
   }
@@ -666,7 +666,7 @@ torch::Tensor finish_json_data(PendingInput& in, const std::string& where) {
   for (int64_t i = 0; i < in.count; ++i) {
     const StoreError e = store(tensor.data_ptr(), i, in.deferred[static_cast<size_t>(i)]);
     if (e != StoreError::None) {
-      throw InvalidInputError(where + ": data element " + std::to_string(i) + ": " +
+      throw InvalidInputError(input_where(in, index) + ": data element " + std::to_string(i) + ": " +
                               describe_store_error(e, in.dtype));
     }
   }
@@ -797,17 +797,17 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
   size_t offset = 0;
   for (size_t i = 0; i < draft.inputs.size(); ++i) {
     auto& in = draft.inputs[i];
-    const std::string where = input_where(in, i);
-    if (!in.has_name) throw InvalidInputError(where + " has no 'name'");
-    if (!in.has_datatype) throw InvalidInputError(where + " has no 'datatype'");
-    if (!in.has_shape) throw InvalidInputError(where + " has no 'shape'");
+    const auto where = [&] { return input_where(in, i); };  // built only for an error
+    if (!in.has_name) throw InvalidInputError(where() + " has no 'name'");
+    if (!in.has_datatype) throw InvalidInputError(where() + " has no 'datatype'");
+    if (!in.has_shape) throw InvalidInputError(where() + " has no 'shape'");
     if (in.has_data && in.binary_data_size) {
-      throw InvalidInputError(where + " has both 'data' and parameters.binary_data_size; give one");
+      throw InvalidInputError(where() + " has both 'data' and parameters.binary_data_size; give one");
     }
     torch::Tensor tensor;
     if (in.binary_data_size) {
       if (!json_bytes) {
-        throw InvalidInputError(where +
+        throw InvalidInputError(where() +
                                 " has parameters.binary_data_size but the request has no "
                                 "Inference-Header-Content-Length header");
       }
@@ -815,22 +815,22 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
       const int64_t element_size = static_cast<int64_t>(c10::elementSize(in.dtype));
       int64_t expected = 0;
       if (!numel || __builtin_mul_overflow(*numel, element_size, &expected) || expected != *in.binary_data_size) {
-        throw InvalidInputError(where + ": binary_data_size is " + std::to_string(*in.binary_data_size) +
+        throw InvalidInputError(where() + ": binary_data_size is " + std::to_string(*in.binary_data_size) +
                                 " bytes, but shape " + shape_string(in.shape) + " of " + dtype_name(in.dtype) +
                                 " needs " + (numel ? std::to_string(expected) : std::string("more")) + " bytes");
       }
       const auto size = static_cast<size_t>(expected);
       if (size > binary.size() - offset) {
-        throw InvalidInputError(where + ": its " + std::to_string(size) + " bytes of binary data run past the end " +
+        throw InvalidInputError(where() + ": its " + std::to_string(size) + " bytes of binary data run past the end " +
                                 "of the body (" + std::to_string(binary.size() - offset) + " bytes left)");
       }
       tensor = torch::empty(in.shape, torch::TensorOptions().dtype(in.dtype));
       if (size) std::memcpy(tensor.data_ptr(), binary.data() + offset, size);
       offset += size;
     } else if (in.has_data) {
-      tensor = finish_json_data(in, where);
+      tensor = finish_json_data(in, i);
     } else {
-      throw InvalidInputError(where + " has no 'data' (or parameters.binary_data_size)");
+      throw InvalidInputError(where() + " has no 'data' (or parameters.binary_data_size)");
     }
     request.inputs.emplace_back(std::move(in.name), std::move(tensor));
   }

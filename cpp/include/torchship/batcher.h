@@ -56,9 +56,10 @@ class DynamicBatcher {
 
   // Throws the OverloadedError submit() would throw now. Lets a caller refuse a
   // request before decoding it; advisory (the queue may drain or fill meanwhile).
-  void check_capacity();
+  void check_capacity() const;
 
-  // submit() and wait; throws TimeoutError past the deadline.
+  // Runs a request: on the caller's thread when the model is idle (run_on_caller), else queued and
+  // waited for. Throws like submit(), and TimeoutError past the deadline.
   Tensors run(Tensors inputs, std::optional<std::chrono::microseconds> timeout = {});
 
   // Stops accepting, finishes everything queued and in flight, joins the workers. Idempotent.
@@ -90,7 +91,7 @@ class DynamicBatcher {
   static Request make_request(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline);
   void worker_loop(int worker);
   int claim_free_instance();  // under mutex_; -1 when every instance is busy
-  void throw_if_full() const;  // under mutex_
+  [[noreturn]] void throw_full(int64_t depth) const;
   void enqueue(Request request);  // under mutex_; throws OverloadedError when full
   std::vector<Request> take_batch(std::unique_lock<std::mutex>& lock);
   void execute(int worker, std::vector<Request>& batch);
