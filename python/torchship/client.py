@@ -39,6 +39,12 @@ class ServerError(RuntimeError):
         self.retry_after = retry_after
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asks a refused client to wait (the Retry-After header), if it says."""
+    value = response.headers.get("Retry-After")
+    return float(value) if value else None
+
+
 def _tensor_from_bytes(raw: bytes, datatype: str, shape: list[int]) -> torch.Tensor:
     dtype = dtype_of(datatype)
     if math.prod(shape) == 0:
@@ -167,10 +173,10 @@ class Client:
         path = self._model_path(model, version) + "/infer"
         for attempt in range(self._overload_retries + 1):
             response = self._http.post(path, content=body, headers=headers)
-            retry_after = response.headers.get("Retry-After")
-            if response.status_code != 503 or retry_after is None or attempt == self._overload_retries:
+            wait = _retry_after(response)
+            if response.status_code != 503 or wait is None or attempt == self._overload_retries:
                 break
-            time.sleep(min(float(retry_after), self._max_retry_wait))
+            time.sleep(min(wait, self._max_retry_wait))
         self._raise_for_status(response)
         return self.decode_response(response)
 
@@ -207,8 +213,7 @@ class Client:
             message = str(response.json()["error"])
         except (ValueError, KeyError, TypeError):
             message = response.text or response.reason_phrase
-        retry = response.headers.get("Retry-After")
-        raise ServerError(response.status_code, message, float(retry) if retry else None)
+        raise ServerError(response.status_code, message, _retry_after(response))
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         self._raise_for_status(response)

@@ -21,25 +21,42 @@ import torch
 from torchship import models, tolerance
 from torchship.export import formats
 from torchship.export.shapes import random_inputs
+from torchship.export.toolchain import strict_fp32
 from torchship.export.verify import verification_batches
 from torchship.models.registry import TensorSpec
 from torchship.training.checkpoint import build_model, load_checkpoint, sha256
 
-RUNTIMES = (
-    "torchscript",
-    "onnx",
-    "native-torchscript",
-    "native-pt2",
-    "server-json",
-    "server-binary",
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """How one column of the matrix runs a model."""
+
+    kind: str  # "python" (TorchScript in Python), "onnx" (ONNX Runtime), "native" (torchship._C), "server"
+    fmt: str | None  # the artifact format it loads; None for a server (it loads what it loads)
+    device: str = "cpu"
+    binary: bool = False  # server: the binary tensor extension, both ways
+    default: bool = True  # run when no runtimes are named
+
+    @property
+    def tolerance_key(self) -> str:
+        return {"python": str(self.fmt), "onnx": "onnx", "native": f"native-{self.fmt}", "server": "server"}[self.kind]
+
+
+RUNTIMES: dict[str, RuntimeSpec] = {
+    "torchscript": RuntimeSpec("python", "torchscript"),
+    "onnx": RuntimeSpec("onnx", "onnx"),
+    "native-torchscript": RuntimeSpec("native", "torchscript"),
+    "native-pt2": RuntimeSpec("native", "pt2"),
+    "server-json": RuntimeSpec("server", None),
+    "server-binary": RuntimeSpec("server", None, binary=True),
     # CPU vs CUDA, fp32 with TF32 off; left out (no rows) where no GPU is visible
-    "torchscript-cuda",
-    "native-torchscript-cuda",
+    "torchscript-cuda": RuntimeSpec("python", "torchscript", "cuda"),
+    "native-torchscript-cuda": RuntimeSpec("native", "torchscript", "cuda"),
     # a torchship-server started with --device cuda at --server-url: only when asked for
-    "server-json-cuda",
-    "server-binary-cuda",
-)
-DEFAULT_RUNTIMES = tuple(r for r in RUNTIMES if not (r.startswith("server") and r.endswith("-cuda")))
+    "server-json-cuda": RuntimeSpec("server", None, "cuda", default=False),
+    "server-binary-cuda": RuntimeSpec("server", None, "cuda", binary=True, default=False),
+}
+DEFAULT_RUNTIMES = tuple(name for name, spec in RUNTIMES.items() if spec.default)
 Runner = Callable[..., tuple[torch.Tensor, ...]]
 
 
@@ -141,45 +158,28 @@ def _server_runner(url: str, m: RepositoryModel, binary: bool) -> Runner:
     return run
 
 
-def _torchscript_cuda_runner(path: Path) -> Runner:
-    from torchship.export.toolchain import strict_fp32
-
-    run_on_gpu = formats.load_torchscript(path, "cuda")
-
-    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with strict_fp32():
-            return run_on_gpu(*inputs)
-
-    return run
-
-
 def make_runner(runtime: str, repository: Path, m: RepositoryModel, server_url: str | None = None) -> Runner | None:
     """A callable for ``runtime``, or None when the repository has no artifact for it (or no GPU for a
-    ``-cuda`` runtime)."""
-    if runtime not in RUNTIMES:
+    ``-cuda`` runtime, or no server URL for a server runtime)."""
+    spec = RUNTIMES.get(runtime)
+    if spec is None:
         raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
-    if runtime.endswith("-cuda") and not torch.cuda.is_available():
+    if spec.device != "cpu" and not torch.cuda.is_available():
         return None
-    if runtime == "torchscript-cuda":
-        return _torchscript_cuda_runner(m.version_dir / "model.pt") if m.has("model.pt") else None
-    if runtime == "native-torchscript-cuda":
-        return _native_runner(repository, m, "torchscript", "cuda") if m.has("model.pt") else None
-    if runtime == "torchscript":
-        return formats.load_torchscript(m.version_dir / "model.pt") if m.has("model.pt") else None
-    if runtime == "onnx":
-        return formats.load_onnx(m.version_dir / "model.onnx") if m.has("model.onnx") else None
-    if runtime == "native-torchscript":
-        return _native_runner(repository, m, "torchscript") if m.has("model.pt") else None
-    if runtime == "native-pt2":
-        return _native_runner(repository, m, "pt2") if m.has("model.pt2") else None
-    if runtime in ("server-json", "server-binary", "server-json-cuda", "server-binary-cuda"):
-        return _server_runner(server_url, m, runtime.startswith("server-binary")) if server_url else None
-    raise AssertionError(f"runtime {runtime!r} is listed in RUNTIMES but has no runner")
+    if spec.kind == "server":
+        return _server_runner(server_url, m, spec.binary) if server_url else None
+    assert spec.fmt is not None
+    artifact = formats.artifact_name(spec.fmt, spec.device)
+    if not m.has(artifact):
+        return None
+    if spec.kind == "native":
+        return _native_runner(repository, m, spec.fmt, spec.device)
+    return formats.LOADERS[spec.fmt](m.version_dir / artifact, spec.device)
 
 
 def tolerance_for(runtime: str) -> float:
-    base = runtime.removesuffix("-cuda")
-    return tolerance.tolerance("server" if base.startswith("server") else base, "cuda" if base != runtime else "cpu")
+    spec = RUNTIMES[runtime]
+    return tolerance.tolerance(spec.tolerance_key, spec.device)
 
 
 def check_model(
@@ -203,21 +203,22 @@ def check_model(
             cases.append((b, x, formats.as_tuple(eager(*x))))
     rows: list[ParityRow] = []
     out_names = [o["name"] for o in m.config["outputs"]]
-    for runtime in runtimes:
-        runner = make_runner(runtime, repository, m, server_url)
-        if runner is None:
-            continue
-        atol = tolerance_for(runtime)
-        try:
-            for b, x, expected in cases:
-                got = runner(*x)
-                for name, g, e in zip(out_names, got, expected, strict=True):
-                    c = tolerance.compare(g, e, atol)
-                    rows.append(ParityRow(m.name, runtime, b, name, c.max_abs, c.mean_abs, atol, c.scale))
-        finally:
-            close = getattr(runner, "close", None)
-            if close:
-                close()
+    with strict_fp32():  # TF32 off for TorchScript on CUDA in Python, as the native runtime runs by default
+        for runtime in runtimes:
+            runner = make_runner(runtime, repository, m, server_url)
+            if runner is None:
+                continue
+            atol = tolerance_for(runtime)
+            try:
+                for b, x, expected in cases:
+                    got = runner(*x)
+                    for name, g, e in zip(out_names, got, expected, strict=True):
+                        c = tolerance.compare(g, e, atol)
+                        rows.append(ParityRow(m.name, runtime, b, name, c.max_abs, c.mean_abs, atol, c.scale))
+            finally:
+                close = getattr(runner, "close", None)
+                if close:
+                    close()
     return rows
 
 

@@ -39,11 +39,11 @@ SERVER_FLAGS: tuple[tuple[str, type, str], ...] = (
 
 def server_argv(args: argparse.Namespace) -> list[str]:
     argv = [str(server_binary(search_path=True)), "--model-repository", str(args.model_repository)]
-    for flag, _, _ in SERVER_FLAGS:
+    for flag, kind, _ in SERVER_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is True:
-            argv.append(flag)
-        elif value is not None and value is not False:  # 0 is a value (--http-port 0), False an unset flag
+        if kind is bool:
+            argv += [flag] if value else []
+        elif value is not None:
             argv += [flag, str(value)]
     return argv
 

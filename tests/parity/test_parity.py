@@ -71,9 +71,8 @@ def _cases() -> list:
     cases = []
     for model, (formats, kwargs) in _FORMATS.items():
         max_batch = kwargs.get("max_batch_size") or models.get(model).max_batch_size
-        needs = {"onnx": "onnx", "native-pt2": "pt2"}
         for runtime in parity.DEFAULT_RUNTIMES:
-            if needs.get(runtime, "torchscript") in formats.split(","):
+            if (parity.RUNTIMES[runtime].fmt or "torchscript") in formats.split(","):  # a server loads TorchScript
                 marks = [pytest.mark.cuda] if runtime.endswith("-cuda") else []
                 cases += [
                     pytest.param(model, runtime, b, marks=marks) for b in sorted({1, 3, max_batch}) if b <= max_batch

@@ -215,13 +215,8 @@ def export_onnx(
             f"ONNX graph has inputs {got_in} and outputs {got_out}; the model declares {list(input_names)} "
             f"and {list(output_names)}"
         )
-    return {
-        "dynamo": settings["dynamo"],
-        "opset": settings["opset_version"],
-        "optimize": settings["optimize"],
-        "external_data": settings["external_data"],
-        "checker": "onnx.checker.check_model(full_check=True)",
-    }
+    used = {("opset" if k == "opset_version" else k): v for k, v in settings.items()}  # the manifest's key
+    return used | {"checker": "onnx.checker.check_model(full_check=True)"}
 
 
 def load_onnx(path: Path, device: str = "cpu") -> Runner:
