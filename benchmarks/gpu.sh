@@ -4,7 +4,7 @@
 # tools/bootstrap.sh installed them. Each step builds against whichever torch python3 holds.
 #
 #   benchmarks/gpu.sh build    # torchship._C, torchship-server, the C++ tests
-#   benchmarks/gpu.sh test     # ctest, every CUDA-marked pytest
+#   benchmarks/gpu.sh test     # ctest, the CUDA-marked unit tests (tests/unit)
 #   benchmarks/gpu.sh parity   # the parity table, CPU vs CUDA, the server on CUDA included
 #   benchmarks/gpu.sh bench    # benchmarks/run.py: ResNet-50 fp32 and fp16 channels_last on the GPU
 #
@@ -42,7 +42,7 @@ test_() {
 }
 
 parity() {
-  # TorchScript only: this image's torch 2.11 crashed loading AOTInductor packages (docs/benchmarks.md).
+  # TorchScript only: this image's torch 2.11 crashed loading AOTInductor packages (docs/benchmarks-gpu.md).
   local repo=build/gpu/parity_repo
   rm -rf "$repo"
   for m in thermometer_mlp net net_res_deep resnet18 resnet50 luna_classifier luna_segmentation row_sum; do
@@ -72,7 +72,8 @@ bench() {
   local common=(--device cuda --models resnet50 --max-batch-size 64 --skip-flask --duration "${DURATION:-3}" --repeats 3)
   "$py" benchmarks/run.py "${common[@]}" --variants fp32,fp16-cl --out "$out/benchmarks-gpu.md"
   cp build/bench/results.json "$out/benchmarks-gpu.json"
-  # A/B: a second model instance overlaps one batch's host copies with the other's GPU work.
+  # A/B: a second model instance, meant to overlap one batch's host copies with the other's GPU work (on
+  # the H100 it did not: 2,019 vs 4,997 img/s, docs/benchmarks-gpu.md).
   "$py" benchmarks/run.py "${common[@]}" --variants fp16-cl --protocols binary --server-arg=--instance-count=2 \
     --out "$out/benchmarks-gpu-2-instances.md"
   cp build/bench/results.json "$out/benchmarks-gpu-2-instances.json"

@@ -42,18 +42,18 @@ WORK = ROOT / "build" / "bench"
 CONCURRENCY = (1, 4, 16, 64)
 # model -> one request's input shape (the input's name comes from config.json)
 MODELS = {"thermometer_mlp": (1, 1), "resnet18": (1, 3, 224, 224), "resnet50": (1, 3, 224, 224)}
+DEFAULT_MODELS = "thermometer_mlp,resnet18"  # the CPU benchmark; ResNet-50 is for GPUs (benchmarks/gpu.sh)
 # A run variant: the precision floating math runs in ("exported": as exported), "-cl" for channels_last.
 PRECISIONS = ("exported", "fp32", "fp16", "bf16")
 
 
-def variant_settings(variant: str) -> tuple[list[str], list[str]]:
-    """(torchship-server arguments, benchmarks/in_process.py arguments) for a variant such as fp16-cl."""
+def variant_flags(variant: str) -> list[str]:
+    """The flags of a variant such as fp16-cl; torchship-server and benchmarks/in_process.py take the same."""
     precision, _, layout = variant.partition("-")
     if precision not in PRECISIONS or layout not in ("", "cl"):
         raise SystemExit(f"bad variant {variant!r}: expected one of {', '.join(PRECISIONS)}, optionally with -cl")
     server = [] if precision == "exported" else ["--precision", precision]
-    server += ["--channels-last"] if layout else []
-    return server, server  # in_process.py takes the same flags
+    return server + (["--channels-last"] if layout else [])
 
 
 @dataclass
@@ -320,7 +320,7 @@ def cold_start(repo: Path, model: str, repeats: int, extra: list[str]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(MODELS), help="default %(default)s")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"of {', '.join(MODELS)} (default %(default)s)")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default %(default)s)")
     p.add_argument(
         "--repeats", type=int, default=3, help="runs per point; the median is reported (default %(default)s)"
@@ -365,41 +365,35 @@ def main() -> None:
     for model in models:
         one = single_repo(repo, model)
         payloads = {k: v for k, v in write_payloads(repo, model).items() if k in args.protocols}
+        # On a GPU the host only copies: one intra-op thread, else every batch's copies wake an OpenMP team
+        # that spins between batches (ResNet-50 on an H100 with torch's default of 16 threads: 57 ms of
+        # server CPU per request at c=1).
+        threads = args.intra_op_threads or (2 if model == "resnet18" and args.device == "cpu" else 1)
+        if model == "resnet18" and args.device == "cpu" and not args.skip_allocators:
+            results["allocators"] = allocator_ab(one, model, args.duration / 2, threads)
+            for name, r in results["allocators"].items():
+                print(f"  in-process, {name}: {r['items_per_s_by_batch']}", flush=True)
+        device_flags = ["--device", args.device]
+        device_flags += ["--cudnn-benchmark"] if args.device != "cpu" else []
+        device_flags += ["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []
         for variant in variants:
             label = model if variant == "exported" else f"{model} {variant}"
             print(f"== {label}", flush=True)
-            server_flags, in_process_flags = variant_settings(variant)
-            # On a GPU the host only copies: one intra-op thread, else every batch's copies wake an OpenMP team
-            # that spins between batches (ResNet-50 on an H100 with torch's default of 16 threads: 57 ms of
-            # server CPU per request at c=1).
-            threads = args.intra_op_threads or (2 if model == "resnet18" and args.device == "cpu" else 1)
-            extra = ["--intra-op-threads", str(threads), "--device", args.device]
-            device_flags = ["--device", args.device]
-            if args.device != "cpu":
-                extra.append("--cudnn-benchmark")
-                device_flags.append("--cudnn-benchmark")
-            if args.max_batch_size:
-                extra += ["--max-batch-size", str(args.max_batch_size)]
-                device_flags += ["--max-batch-size", str(args.max_batch_size)]
-            extra += [*server_flags, *args.server_arg]
+            flags = variant_flags(variant)
+            extra = ["--intra-op-threads", str(threads), *device_flags, *flags, *args.server_arg]
             results["settings"][label] = " ".join(extra)
             results["in_process"][label] = in_process_limit(
-                one, model, args.duration / 2, threads, allocator, *device_flags, *in_process_flags,
-                repeats=str(args.repeats),
-            )  # fmt: skip
+                one, model, args.duration / 2, threads, allocator, *device_flags, *flags, repeats=str(args.repeats)
+            )
             print(f"  in-process limit: {results['in_process'][label]}", flush=True)
-            if model == "resnet18" and args.device == "cpu" and not args.skip_allocators:
-                results["allocators"] = allocator_ab(one, model, args.duration / 2, threads)
-                for name, r in results["allocators"].items():
-                    print(f"  in-process, {name}: {r['items_per_s_by_batch']}", flush=True)
             results["cold_start_s"][label] = cold_start(one, model, 3, extra)
             print(f"  cold start (spawn -> ready): {results['cold_start_s'][label]:.2f} s", flush=True)
             points = measure_server("torchship", one, model, payloads, args, extra)
             if not args.skip_flask and variant == "exported":
                 points += measure_server("flask", one, model, payloads, args, [])
-            if model == "thermometer_mlp" and args.device == "cpu" and variant == "exported":
-                json_only = {"json": payloads["json"]}
-                points += measure_server("nginx-floor", one, model, json_only, args, [])
+            floor = model == "thermometer_mlp" and args.device == "cpu" and variant == "exported"
+            if floor and "json" in payloads:
+                points += measure_server("nginx-floor", one, model, {"json": payloads["json"]}, args, [])
             for pt in points:
                 pt.model = label
             results["points"] += [asdict(pt) for pt in points]

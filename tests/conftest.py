@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _eager(checkpoint: Path) -> torch.nn.Module:
     from torchship.training.checkpoint import build_model, load_checkpoint
 
-    return build_model(load_checkpoint(checkpoint)).eval()
+    return build_model(load_checkpoint(checkpoint))  # in eval mode already
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Gathers what a bare GPU machine lacks to build and benchmark torchship into .gpu_deps/ (git-ignored
-# through .git/info/exclude), laid out like /usr so CMAKE_PREFIX_PATH finds it: Debian's headers, libraries
+# Gathers what a bare GPU machine lacks to build and benchmark torchship into .gpu_deps/ (git-ignored),
+# laid out like /usr so CMAKE_PREFIX_PATH finds it: Debian's headers, libraries
 # and CMake/pkg-config files for cpp-httplib, spdlog, fmt, CLI11, nlohmann-json, GoogleTest and tcmalloc,
 # plus wrk and pkgconf. Run here, after tools/bootstrap.sh installed them; benchmarks/gpu.sh uses the result.
 #
-#   tools/gpu_deps.sh && grep -qx '/.gpu_deps/' .git/info/exclude || echo /.gpu_deps/ >> .git/info/exclude
+#   tools/gpu_deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_helpers import StartServer
+from server_helpers import StartServer, metric
 
 MODEL = "thermometer_linear"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -247,8 +247,8 @@ def test_a_full_queue_refuses_before_decoding(start_server: StartServer, thermom
     with httpx.Client(base_url=server.url, timeout=30) as http:
         waiting = threading.Thread(target=lambda: http.post(INFER, content=request(T_U)))
         waiting.start()  # sits in the queue for up to 2 s, waiting for company
-        deadline, depth = time.monotonic() + 10, f'torchship_queue_depth{{model="{MODEL}",version="1"}} 1'
-        while depth not in http.get("/metrics").text:
+        deadline, depth = time.monotonic() + 10, f'torchship_queue_depth{{model="{MODEL}",version="1"}}'
+        while metric(server, depth) != 1:
             assert time.monotonic() < deadline, "the first request never queued"
             time.sleep(0.01)
         refused = http.post(INFER, content=b"{oops")
