@@ -132,6 +132,7 @@ PYBIND11_MODULE(_C, m) {
              options.model.precision = parse_precision(precision);
              options.model.channels_last = channels_last;
              options.only_models = models;
+             options.strict = true;  // Python callers get the load error as an exception, as before
              return std::make_unique<ModelRepository>(root, options);
            }),
            py::arg("root"), py::arg("device") = "cpu", py::arg("format") = "auto",

@@ -35,14 +35,32 @@ DynamicBatcher::DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& st
 
 DynamicBatcher::~DynamicBatcher() { shutdown(); }
 
-DynamicBatcher::Request DynamicBatcher::make_request(Tensors inputs, std::optional<Clock::time_point> deadline) {
+DynamicBatcher::Request DynamicBatcher::make_request(Tensors inputs, std::optional<Clock::time_point> deadline,
+                                                     Done done) {
   Request request;
   request.rows = inputs.empty() ? 0 : inputs.front().size(0);
   request.inputs = std::move(inputs);
   request.enqueued = Clock::now();
   request.deadline = deadline;
+  request.done = std::move(done);
   return request;
 }
+
+namespace {
+// A Done that fulfils a promise: the blocking forms wait on its future.
+std::pair<DynamicBatcher::Done, std::future<DynamicBatcher::Tensors>> promised() {
+  auto promise = std::make_shared<std::promise<DynamicBatcher::Tensors>>();
+  auto future = promise->get_future();
+  return {[promise](std::exception_ptr error, DynamicBatcher::Tensors outputs) {
+            if (error) {
+              promise->set_exception(error);
+            } else {
+              promise->set_value(std::move(outputs));
+            }
+          },
+          std::move(future)};
+}
+}  // namespace
 
 void DynamicBatcher::enqueue(Request request) {
   const auto depth = static_cast<int64_t>(queue_.size());
@@ -52,19 +70,28 @@ void DynamicBatcher::enqueue(Request request) {
   stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
 }
 
-std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
-                                                              std::optional<Clock::time_point> deadline) {
-  Request request = make_request(std::move(inputs), deadline);
-  auto future = request.promise.get_future();
+void DynamicBatcher::queue_request(Request request) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
     enqueue(std::move(request));
   }
   work_available_.notify_one();
-  return future;
 }
 
+std::future<DynamicBatcher::Tensors> DynamicBatcher::submit(Tensors inputs,
+                                                              std::optional<Clock::time_point> deadline) {
+  auto [done, future] = promised();
+  queue_request(make_request(std::move(inputs), deadline, std::move(done)));
+  return std::move(future);
+}
+
+void DynamicBatcher::submit(Tensors inputs, std::optional<Clock::time_point> deadline, Done done,
+                            CancelFlag cancelled) {
+  Request request = make_request(std::move(inputs), deadline, std::move(done));
+  request.cancelled = std::move(cancelled);
+  queue_request(std::move(request));
+}
 
 void DynamicBatcher::check_capacity() const {
   // The depth every queue change publishes, read without the lock the workers contend on: advisory anyway.
@@ -90,9 +117,9 @@ int DynamicBatcher::claim_free_instance() {
 DynamicBatcher::Tensors DynamicBatcher::run(Tensors inputs, std::optional<std::chrono::microseconds> timeout) {
   std::optional<Clock::time_point> deadline;
   if (timeout) deadline = Clock::now() + *timeout;
+  auto [done, future] = promised();
   std::vector<Request> batch;
-  batch.push_back(make_request(std::move(inputs), deadline));
-  auto future = batch[0].promise.get_future();
+  batch.push_back(make_request(std::move(inputs), deadline, std::move(done)));
   int instance = -1;
   {
     std::lock_guard lock(mutex_);
@@ -183,8 +210,13 @@ std::vector<DynamicBatcher::Request> DynamicBatcher::take_batch(std::unique_lock
   int64_t rows = 0;
   const auto now = Clock::now();
   for (auto it = queue_.begin(); it != queue_.end();) {
-    if (it->deadline && *it->deadline < now) {
-      it->promise.set_exception(std::make_exception_ptr(TimeoutError("request timed out while queued")));
+    const bool expired = it->deadline && *it->deadline < now;
+    if (expired || (it->cancelled && it->cancelled->load(std::memory_order_relaxed))) {
+      // Answered under the lock: Done only hands the error on (a promise, or a post to a connection).
+      it->done(expired ? std::make_exception_ptr(TimeoutError("request timed out while queued"))
+                       : std::make_exception_ptr(CancelledError("request withdrawn before it ran")),
+               {});
+      if (!expired) stats_.cancelled.fetch_add(1, std::memory_order_relaxed);
       queued_rows_ -= it->rows;
       it = queue_.erase(it);
       continue;
@@ -238,12 +270,16 @@ void DynamicBatcher::execute(int worker, std::vector<Request>& batch) {
     stats_.compute_seconds.observe(seconds_between(start, Clock::now()));
     stats_.batch_size.observe(static_cast<double>(total_rows));
     stats_.batches.fetch_add(1, std::memory_order_relaxed);
+    stats_.last_inference_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count(),
+                                   std::memory_order_relaxed);
   } catch (...) {
     const auto error = std::current_exception();
-    for (auto& r : batch) r.promise.set_exception(error);
+    for (auto& r : batch) r.done(error, {});
     return;
   }
-  for (size_t j = 0; j < batch.size(); ++j) batch[j].promise.set_value(std::move(results[j]));
+  for (size_t j = 0; j < batch.size(); ++j) batch[j].done(nullptr, std::move(results[j]));
 }
 
 }  // namespace torchship

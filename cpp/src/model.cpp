@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "describe.h"
+#include "torchship/dtypes.h"
 #include "torchship/errors.h"
 
 namespace torchship {
@@ -224,10 +225,39 @@ void Model::warm_up() {
     std::vector<torch::Tensor> inputs;
     for (const auto& spec : config_.inputs) inputs.push_back(example_input(spec, rows));
     for (auto& instance : instances_) {
-      instance->run(inputs);
       if (first) instance->run(inputs);
+      check_outputs(instance->run(inputs), rows);
     }
     first = false;
+  }
+}
+
+// What warm-up returned must be what config.json promises clients: a model that returns another
+// count, dtype or shape would otherwise report ready and then fail (or silently differ) per request.
+void Model::check_outputs(const std::vector<torch::Tensor>& outputs, int64_t rows) const {
+  const auto& specs = config_.outputs;
+  if (outputs.size() != specs.size()) {
+    std::string declared;
+    for (const auto& spec : specs) declared += (declared.empty() ? "'" : ", '") + spec.name + "'";
+    throw LoadError("the model returns " + std::to_string(outputs.size()) + " output(s), config.json declares " +
+                    std::to_string(specs.size()) + " (" + declared + ")");
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& spec = specs[i];
+    const auto& out = outputs[i];
+    if (out.scalar_type() != spec.dtype) {
+      throw LoadError("output '" + spec.name + "' is " + dtype_name(out.scalar_type()) + ", config.json declares " +
+                      dtype_name(spec.dtype));
+    }
+    bool fits = out.dim() == static_cast<int64_t>(spec.shape.size()) && out.dim() > 0 && out.size(0) == rows;
+    for (int64_t d = 1; fits && d < out.dim(); ++d) {
+      const auto want = spec.shape[static_cast<size_t>(d)];
+      fits = want < 0 || want == out.size(d);
+    }
+    if (!fits) {
+      throw LoadError("output '" + spec.name + "' has shape " + shape_string(out.sizes()) + " for a batch of " +
+                      std::to_string(rows) + ", config.json declares " + shape_string(spec.shape));
+    }
   }
 }
 
@@ -272,6 +302,30 @@ std::vector<torch::Tensor> Model::infer(const NamedTensors& inputs, std::optiona
   return infer(std::move(ordered), timeout);
 }
 
+std::exception_ptr Model::count_failure(std::exception_ptr error, Clock::time_point started) {
+  stats_->failed_nanoseconds.fetch_add(
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()),
+      std::memory_order_relaxed);
+  try {
+    std::rethrow_exception(error);
+  } catch (const InvalidInputError&) {
+    stats_->failed_invalid.fetch_add(1);
+  } catch (const OverloadedError&) {
+    stats_->failed_overloaded.fetch_add(1);
+  } catch (const UnavailableError&) {
+    stats_->failed_unavailable.fetch_add(1);
+  } catch (const TimeoutError&) {
+    stats_->failed_timeout.fetch_add(1);
+  } catch (const CancelledError&) {
+    // counted by the batcher as cancelled: not a failure of the model
+  } catch (const std::exception& e) {
+    stats_->failed_internal.fetch_add(1);
+    return std::make_exception_ptr(
+        Error("model '" + config_.name + "' version " + version_ + " failed: " + detail::describe(e)));
+  }
+  return error;
+}
+
 std::vector<torch::Tensor> Model::infer(std::vector<torch::Tensor> inputs,
                                         std::optional<std::chrono::microseconds> timeout) {
   const auto started = Clock::now();
@@ -283,21 +337,49 @@ std::vector<torch::Tensor> Model::infer(std::vector<torch::Tensor> inputs,
     stats_->requests_ok.fetch_add(1, std::memory_order_relaxed);
     stats_->request_seconds.observe(std::chrono::duration<double>(Clock::now() - started).count());
     return outputs;
+  } catch (...) {
+    std::rethrow_exception(count_failure(std::current_exception(), started));
+  }
+}
+
+void Model::submit(const NamedTensors& inputs, std::optional<Clock::time_point> deadline,
+                   DynamicBatcher::Done on_done, DynamicBatcher::CancelFlag cancelled) {
+  std::vector<torch::Tensor> ordered;
+  try {
+    ordered = order_inputs(inputs);
   } catch (const InvalidInputError&) {
     stats_->failed_invalid.fetch_add(1);
     throw;
-  } catch (const OverloadedError&) {
-    stats_->failed_overloaded.fetch_add(1);
-    throw;
-  } catch (const UnavailableError&) {
-    stats_->failed_unavailable.fetch_add(1);
-    throw;
-  } catch (const TimeoutError&) {
-    stats_->failed_timeout.fetch_add(1);
-    throw;
-  } catch (const std::exception& e) {
-    stats_->failed_internal.fetch_add(1);
-    throw Error("model '" + config_.name + "' version " + version_ + " failed: " + detail::describe(e));
+  }
+  submit(std::move(ordered), deadline, std::move(on_done), std::move(cancelled));
+}
+
+void Model::submit(std::vector<torch::Tensor> inputs, std::optional<Clock::time_point> deadline,
+                   DynamicBatcher::Done on_done, DynamicBatcher::CancelFlag cancelled) {
+  const auto started = Clock::now();
+  try {
+    if (!ready_.load()) throw UnavailableError("model '" + config_.name + "' is not ready");
+    validate_inputs(config_, inputs);
+    stats_->in_flight.fetch_add(1);
+    auto done = [this, started, on_done = std::move(on_done)](std::exception_ptr error,
+                                                               std::vector<torch::Tensor> outputs) {
+      stats_->in_flight.fetch_sub(1);
+      if (error) {
+        on_done(count_failure(error, started), {});
+        return;
+      }
+      stats_->requests_ok.fetch_add(1, std::memory_order_relaxed);
+      stats_->request_seconds.observe(std::chrono::duration<double>(Clock::now() - started).count());
+      on_done(nullptr, std::move(outputs));
+    };
+    try {
+      batcher_->submit(std::move(inputs), deadline, std::move(done), std::move(cancelled));
+    } catch (...) {
+      stats_->in_flight.fetch_sub(1);
+      throw;
+    }
+  } catch (...) {
+    std::rethrow_exception(count_failure(std::current_exception(), started));
   }
 }
 

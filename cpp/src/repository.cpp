@@ -43,6 +43,18 @@ std::string join(const std::vector<std::string>& names) {
 
 }  // namespace
 
+// Refuses a path whose real location is outside the repository (a symlink out of it), so the
+// server only ever reads what the repository's owner put inside it.
+void check_confined(const fs::path& root, const fs::path& path, bool follow_symlinks) {
+  if (follow_symlinks || !fs::exists(path)) return;
+  const auto real = fs::canonical(path);
+  const auto rel = real.lexically_relative(fs::canonical(root));
+  if (rel.empty() || *rel.begin() == "..") {
+    throw LoadError("'" + path.string() + "' leads outside the model repository (to '" + real.string() +
+                    "'); pass --follow-symlinks to serve it");
+  }
+}
+
 ModelRepository::ModelRepository(fs::path root, const RepositoryOptions& options) : root_(std::move(root)) {
   if (!fs::is_directory(root_)) throw LoadError("model repository '" + root_.string() + "' is not a directory");
   std::vector<fs::path> dirs;
@@ -50,6 +62,12 @@ ModelRepository::ModelRepository(fs::path root, const RepositoryOptions& options
     if (entry.is_directory() && fs::exists(entry.path() / "config.json")) dirs.push_back(entry.path());
   }
   std::sort(dirs.begin(), dirs.end());
+  for (const auto& wanted : options.only_models) {
+    if (std::none_of(dirs.begin(), dirs.end(), [&](const fs::path& d) { return d.filename() == wanted; })) {
+      throw LoadError("model '" + wanted + "' not found in " + root_.string());
+    }
+  }
+  size_t found = 0;
   for (const auto& dir : dirs) {
     const auto name = dir.filename().string();
     if (!valid_model_name(name)) continue;
@@ -57,29 +75,48 @@ ModelRepository::ModelRepository(fs::path root, const RepositoryOptions& options
         std::find(options.only_models.begin(), options.only_models.end(), name) == options.only_models.end()) {
       continue;
     }
-    auto config = ModelConfig::load(dir / "config.json");
-    if (config.name != name) {
-      throw LoadError("model directory '" + name + "' holds a config.json named '" + config.name + "'");
+    ++found;
+    std::string version;
+    try {
+      check_confined(root_, dir, options.follow_symlinks);
+      check_confined(root_, dir / "config.json", options.follow_symlinks);
+      auto config = ModelConfig::load(dir / "config.json");
+      if (config.name != name) {
+        throw LoadError("model directory '" + name + "' holds a config.json named '" + config.name + "'");
+      }
+      version = newest_version(dir);
+      if (version.empty()) {
+        throw LoadError("model '" + name + "' has no version directory (expected " + (dir / "1").string() + ")");
+      }
+      const auto version_dir = dir / version;
+      check_confined(root_, version_dir, options.follow_symlinks);
+      for (const auto& format : {"torchscript", "pt2"}) {
+        check_confined(root_, find_artifact(version_dir, format, options.model.device), options.follow_symlinks);
+      }
+      models_[name] = std::make_shared<Model>(std::move(config), version, version_dir, options.model);
+    } catch (const std::exception& e) {
+      if (options.strict) throw;
+      failures_.push_back({name, version, e.what()});
     }
-    const auto version = newest_version(dir);
-    if (version.empty()) {
-      throw LoadError("model '" + name + "' has no version directory (expected " + (dir / "1").string() + ")");
-    }
-    models_[name] = std::make_shared<Model>(std::move(config), version, dir / version, options.model);
   }
-  for (const auto& wanted : options.only_models) {
-    if (!models_.contains(wanted)) throw LoadError("model '" + wanted + "' not found in " + root_.string());
-  }
-  if (models_.empty()) {
+  if (found == 0) {
     throw LoadError("no models in repository '" + root_.string() + "' (expected <repository>/<model>/config.json)");
   }
 }
 
 ModelRepository::~ModelRepository() { shutdown(); }
 
+const ModelFailure* ModelRepository::failure(const std::string& name) const {
+  const auto it = std::find_if(failures_.begin(), failures_.end(), [&](const auto& f) { return f.name == name; });
+  return it == failures_.end() ? nullptr : &*it;
+}
+
 std::shared_ptr<Model> ModelRepository::get(const std::string& name, const std::string& version) const {
   const auto it = valid_model_name(name) ? models_.find(name) : models_.end();
   if (it == models_.end()) {
+    if (const auto* f = failure(name)) {
+      throw UnavailableError("model '" + name + "' is not available: " + f->reason);
+    }
     std::vector<std::string> names;
     for (const auto& [n, m] : models_) names.push_back(n);
     throw NotFoundError("unknown model '" + name + "' (available: " + join(names) + ")");
@@ -98,7 +135,7 @@ std::vector<std::shared_ptr<Model>> ModelRepository::models() const {
 }
 
 bool ModelRepository::ready() const {
-  return std::all_of(models_.begin(), models_.end(), [](const auto& kv) { return kv.second->ready(); });
+  return failures_.empty() && std::all_of(models_.begin(), models_.end(), [](const auto& kv) { return kv.second->ready(); });
 }
 
 void ModelRepository::shutdown() {

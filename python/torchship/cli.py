@@ -33,8 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line; everything after ``serve`` belongs to torchship-server, untouched.
+
+    (argparse cannot pass through options that start with ``--`` to a subcommand by itself.)
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    i = next((k for k, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    if i < len(argv) and argv[i] == "serve":
+        args = parser.parse_args([*argv[:i], "serve"])
+        args.server_args = argv[i + 1 :]
+        return args
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("httpx", "httpcore"):  # one line per HTTP request is not news
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,6 +1,6 @@
 """``torchship serve`` and ``torchship predict``: the native HTTP server, and a client call to it.
 
-torchship serve --model-repository model_repository [--http-port 8000] ...   execs torchship-server
+torchship serve --model-repository model_repository [--http-port 8000] ...   execs torchship-server with these arguments
 torchship predict --model thermometer_linear --input x.json [--url ...]       one inference over HTTP
 """
 
@@ -16,36 +16,15 @@ import torch
 
 from torchship.server_process import server_binary
 
-# torchship-server's flags, passed through unchanged when given: (flag, type, help).
-SERVER_FLAGS: tuple[tuple[str, type, str], ...] = (
-    ("--device", str, "auto, cpu, cuda or cuda:N (server default: auto)"),
-    ("--http-port", int, "port; 0 picks a free one, printed on stdout (server default: 8000)"),
-    ("--host", str, "address to bind (server default: 127.0.0.1)"),
-    ("--threads", int, "HTTP connection threads; each keep-alive connection holds one"),
-    ("--format", str, "auto, torchscript or pt2"),
-    ("--max-batch-size", int, "override config.json's max_batch_size"),
-    ("--max-queue-delay-us", int, "override the batcher's max queue delay (microseconds)"),
-    ("--max-queue-size", int, "override the queue bound (beyond it: 503 + Retry-After)"),
-    ("--instance-count", int, "override the number of model instances"),
-    ("--max-body-bytes", int, "largest request body accepted (beyond it: 413)"),
-    ("--log-level", str, "trace, debug, info, warning, error or off"),
-    ("--intra-op-threads", int, "torch intra-op threads (0: 1 on CUDA, torch's default on CPU)"),
-    ("--precision", str, "exported, fp32, fp16 or bf16: the dtype floating math runs in (TorchScript only)"),
-    ("--channels-last", bool, "4-D weights and inputs in NHWC, cuDNN's fast layout"),
-    ("--cudnn-benchmark", bool, "cuDNN times its algorithms per new input shape"),
-    ("--allow-tf32", bool, "TF32 for fp32 matmul/conv on Ampere+ GPUs"),
-)
-
-
 def server_argv(args: argparse.Namespace) -> list[str]:
-    argv = [str(server_binary(search_path=True)), "--model-repository", str(args.model_repository)]
-    for flag, kind, _ in SERVER_FLAGS:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if kind is bool:
-            argv += [flag] if value else []
-        elif value is not None:
-            argv += [flag, str(value)]
-    return argv
+    """torchship-server's command line: every argument after ``serve`` is passed through unchanged.
+
+    The server declares its flags once (serve/src/options.h); ``torchship serve --help`` shows its help.
+    """
+    server_args = list(args.server_args)
+    if server_args[:1] == ["--"]:
+        server_args = server_args[1:]
+    return [str(server_binary(search_path=True)), *server_args]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -104,13 +83,13 @@ def _config(args: argparse.Namespace) -> dict | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run torchship-server (Open Inference Protocol over HTTP) on a model repository")
-    p.add_argument("--model-repository", type=Path, required=True, help="model repository directory")
-    for flag, kind, help_text in SERVER_FLAGS:
-        if kind is bool:
-            p.add_argument(flag, action="store_true", help=help_text)
-        else:
-            p.add_argument(flag, type=kind, default=None, help=help_text)
+    p = sub.add_parser(
+        "serve",
+        help="run torchship-server (Open Inference Protocol over HTTP and gRPC) on a model repository; "
+        "every argument goes to the server (torchship serve --help lists them)",
+        add_help=False,
+    )
+    p.add_argument("server_args", nargs=argparse.REMAINDER, help="torchship-server's arguments")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("predict", help="send one input to a running torchship server and print the outputs")

@@ -19,6 +19,7 @@ bool enabled(Level level);
 void write(Level level, std::string_view message);
 
 inline void info(std::string_view m) { write(Level::info, m); }
+inline void warn(std::string_view m) { write(Level::warn, m); }
 inline void error(std::string_view m) { write(Level::error, m); }
 inline void critical(std::string_view m) { write(Level::critical, m); }
 

@@ -53,7 +53,8 @@ int64_t resident_memory_bytes() {
   return resident_pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
-std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, const HttpCounters& http, bool ready) {
+std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, const std::vector<ModelFailure>& failures,
+                           const http::Counters& http, bool ready) {
   std::ostringstream out;
   out.precision(10);
 
@@ -61,8 +62,21 @@ std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, co
   out << "torchship_ready " << (ready ? 1 : 0) << '\n';
 
   header(out, "torchship_http_responses_total", "counter", "HTTP responses by status code.");
-  for (int code = 100; code < HttpCounters::kCodes; ++code) {
+  for (int code = 100; code < http::Counters::kCodes; ++code) {
     if (const auto n = http.get(code)) out << "torchship_http_responses_total{code=\"" << code << "\"} " << n << '\n';
+  }
+  header(out, "torchship_http_connections_open", "gauge", "HTTP connections open now.");
+  out << "torchship_http_connections_open " << http.connections_open.load() << '\n';
+  header(out, "torchship_http_connections_accepted_total", "counter", "HTTP connections accepted.");
+  out << "torchship_http_connections_accepted_total " << http.connections_accepted.load() << '\n';
+  header(out, "torchship_http_connections_refused_total", "counter",
+         "HTTP connections answered 503 and closed because --max-connections were open.");
+  out << "torchship_http_connections_refused_total " << http.connections_refused.load() << '\n';
+
+  header(out, "torchship_model_load_failed", "gauge", "1 for each model that failed to load or warm up, with the reason.");
+  for (const auto& f : failures) {
+    out << "torchship_model_load_failed{model=\"" << label(f.name) << "\",reason=\"" << label(f.reason.substr(0, 300))
+        << "\"} 1\n";
   }
 
   header(out, "torchship_inference_success_total", "counter", "Inference requests answered, per model.");
@@ -70,7 +84,7 @@ std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, co
     out << "torchship_inference_success_total{" << model_labels(*m) << "} " << m->stats().requests_ok.load() << '\n';
   }
   header(out, "torchship_inference_failure_total", "counter",
-         "Inference requests failed, per model and reason (invalid, overloaded, timeout, unavailable, internal).");
+         "Inference requests failed, per model and reason (invalid, overloaded, timeout, unavailable, internal, cancelled: the client left first).");
   for (const auto& m : models) {
     auto& s = m->stats();
     const auto l = model_labels(*m);
@@ -78,7 +92,8 @@ std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, co
                                                         {"overloaded", s.failed_overloaded.load()},
                                                         {"timeout", s.failed_timeout.load()},
                                                         {"unavailable", s.failed_unavailable.load()},
-                                                        {"internal", s.failed_internal.load()}};
+                                                        {"internal", s.failed_internal.load()},
+                                                        {"cancelled", s.cancelled.load()}};
     for (const auto& [reason, n] : reasons) {
       out << "torchship_inference_failure_total{" << l << ",reason=\"" << reason << "\"} " << n << '\n';
     }

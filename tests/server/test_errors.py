@@ -282,13 +282,13 @@ def test_not_ready_while_loading(start_server: StartServer, thermometer_reposito
     assert server.stop() == 0
 
 
-def test_a_model_that_fails_to_load_stops_the_server(
+def test_with_strict_a_model_that_fails_to_load_stops_the_server(
     start_server: StartServer, thermometer_repository: Path, tmp_path: Path
 ) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(thermometer_repository, repo)
     (repo / MODEL / "1" / "model.pt").write_bytes(b"not a TorchScript archive")
-    server = start_server(repo, wait_ready=False)
+    server = start_server(repo, "--strict", wait_ready=False)
     assert server.proc is not None
     assert server.proc.wait(timeout=60) == 1
     server.kill()  # closes its pipes

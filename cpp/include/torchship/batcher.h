@@ -12,7 +12,10 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <atomic>
 #include <deque>
+#include <exception>
+#include <memory>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -44,6 +47,11 @@ class DynamicBatcher {
   // Joins input `input` of several requests along dim 0 for `worker` (default torch::cat). A CUDA
   // instance concatenates straight into its pinned staging buffer, saving a copy of every batch.
   using ConcatFn = std::function<torch::Tensor(int worker, size_t input, const Tensors& parts)>;
+  // Called exactly once per submitted request, on a worker's thread: the outputs, or the error.
+  using Done = std::function<void(std::exception_ptr error, Tensors outputs)>;
+  // Set by the caller when nobody waits for the answer any more (its client hung up): a request
+  // still queued is dropped before it runs, and its Done gets CancelledError.
+  using CancelFlag = std::shared_ptr<const std::atomic<bool>>;
 
   DynamicBatcher(BatcherOptions options, RunFn run, ModelStats& stats, ConcatFn concat = {});
   ~DynamicBatcher();  // shutdown()
@@ -53,6 +61,10 @@ class DynamicBatcher {
   // Queues a validated request (every tensor's dim 0 is its batch size).
   // Throws OverloadedError when the queue is full, UnavailableError after shutdown.
   std::future<Tensors> submit(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline = {});
+
+  // Asynchronous form: never runs the model on the caller's thread. `done` runs on a worker.
+  void submit(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline, Done done,
+              CancelFlag cancelled = {});
 
   // Throws the OverloadedError submit() would throw now. Lets a caller refuse a
   // request before decoding it; advisory (the queue may drain or fill meanwhile).
@@ -71,7 +83,8 @@ class DynamicBatcher {
     int64_t rows = 0;
     std::chrono::steady_clock::time_point enqueued;
     std::optional<std::chrono::steady_clock::time_point> deadline;
-    std::promise<Tensors> promise;
+    Done done;
+    CancelFlag cancelled;
   };
 
   // A request running on its caller's thread on `instance`: claimed in run(), freed (and a
@@ -88,7 +101,9 @@ class DynamicBatcher {
     int instance_;
   };
 
-  static Request make_request(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline);
+  static Request make_request(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline,
+                              Done done);
+  void queue_request(Request request);  // takes the lock; throws when stopping or full
   void worker_loop(int worker);
   int claim_free_instance();  // under mutex_; -1 when every instance is busy
   [[noreturn]] void throw_full(int64_t depth) const;

@@ -41,6 +41,12 @@ class TimeoutError : public Error {
   using Error::Error;
 };
 
+// The caller withdrew the request (its client disconnected) before it ran; nobody reads this.
+class CancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
 // An artifact or config could not be loaded; the message names model, version, file, cause.
 class LoadError : public Error {
  public:

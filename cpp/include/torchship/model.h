@@ -66,6 +66,15 @@ class Model {
                                    std::optional<std::chrono::microseconds> timeout = {});
   // Same, with inputs by name (any order); unknown or missing names are errors.
   std::vector<torch::Tensor> infer(const NamedTensors& inputs, std::optional<std::chrono::microseconds> timeout = {});
+  // Asynchronous inference, for servers: validates on the caller's thread (throws InvalidInputError,
+  // OverloadedError or UnavailableError there, counted), then queues. `on_done` runs exactly once, on a
+  // batcher worker, with the outputs (config order, CPU) or the error; it should only hand them on.
+  // The model never runs on the caller's thread. A request whose `cancelled` flag is set while it is
+  // still queued is dropped (CancelledError).
+  void submit(std::vector<torch::Tensor> inputs, std::optional<std::chrono::steady_clock::time_point> deadline,
+              DynamicBatcher::Done on_done, DynamicBatcher::CancelFlag cancelled = {});
+  void submit(const NamedTensors& inputs, std::optional<std::chrono::steady_clock::time_point> deadline,
+              DynamicBatcher::Done on_done, DynamicBatcher::CancelFlag cancelled = {});
   // Throws OverloadedError (and counts it) while the request queue is full, so a
   // server can refuse a request before decoding it. Advisory: infer() decides.
   void refuse_if_overloaded();
@@ -79,6 +88,9 @@ class Model {
   class Instance;
   std::vector<torch::Tensor> run_batch(int instance, const std::vector<torch::Tensor>& batch);
   void warm_up();
+  void check_outputs(const std::vector<torch::Tensor>& outputs, int64_t rows) const;
+  // Counts a failed request by its error type; returns the error to rethrow (internal errors get the model's name).
+  std::exception_ptr count_failure(std::exception_ptr error, std::chrono::steady_clock::time_point started);
 
   ModelConfig config_;
   std::string version_;

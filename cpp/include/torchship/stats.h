@@ -40,7 +40,10 @@ struct ModelStats {
   std::atomic<uint64_t> failed_timeout{0};
   std::atomic<uint64_t> failed_unavailable{0};
   std::atomic<uint64_t> failed_internal{0};
+  std::atomic<uint64_t> cancelled{0};  // withdrawn by their caller before they ran
   std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> failed_nanoseconds{0};    // time from arrival to the error, summed
+  std::atomic<int64_t> last_inference_ms{0};      // wall clock (ms since the epoch) of the last batch
   std::atomic<int64_t> queue_depth{0};
   std::atomic<int64_t> in_flight{0};
   Histogram queue_seconds;

@@ -1,0 +1,33 @@
+#pragma once
+// The Open Inference Protocol over HTTP: routes a transport request to the Service and renders
+// the answer (JSON, or binary tensor data). Cheap routes answer on the I/O thread; inference
+// bodies larger than --inline-decode-bytes, or compressed, are decoded on the worker pool, and
+// the model runs on its batcher's workers: an I/O thread never waits for a model.
+#include "http/server.h"
+#include "protocol.h"
+#include "service.h"
+
+namespace torchship::serve {
+
+class HttpApi final : public http::Handler {
+ public:
+  HttpApi(Service& service, const http::Counters& counters, ParseLimits limits, size_t max_body_bytes)
+      : service_(service), counters_(counters), limits_(limits), max_body_bytes_(max_body_bytes) {}
+
+  void handle(http::Request request, http::Reply reply) override;
+  std::string_view allowed_methods(std::string_view path) const override;
+
+ private:
+  void infer(http::Request request, http::Reply reply, std::shared_ptr<Model> model);
+  void decode_and_submit(http::Request& request, const http::Reply& reply, const std::shared_ptr<Model>& model);
+
+  Service& service_;
+  const http::Counters& counters_;
+  const ParseLimits limits_;
+  const size_t max_body_bytes_;
+};
+
+// The error answer for an exception, through status.h's one table.
+http::Response error_response(std::exception_ptr error, std::string_view method, std::string_view path);
+
+}  // namespace torchship::serve
