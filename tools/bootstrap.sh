@@ -21,7 +21,8 @@ pip_quiet() {
 
 # --- Debian packages for the C++ side ---------------------------------------
 APT_PACKAGES=(g++ cmake ninja-build python3-venv
-  nlohmann-json3-dev libgtest-dev libcpp-httplib-dev libcli11-dev libspdlog-dev
+  nlohmann-json3-dev libgtest-dev libboost-dev zlib1g-dev libcli11-dev libspdlog-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libtcmalloc-minimal4 nginx-light wrk curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -55,7 +56,7 @@ mkdir -p build
 exec 9>build/.bootstrap.lock
 flock 9
 native_hash=$( { cat pyproject.toml CMakeLists.txt tools/requirements.txt;
-  find cmake cpp $(test -d serve && echo serve) -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.txt' -o -name '*.cmake' -o -name '*.in' \) -print0 2>/dev/null | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
+  find cmake cpp $(test -d serve && echo serve) -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.txt' -o -name '*.cmake' -o -name '*.in' -o -name '*.proto' \) -print0 2>/dev/null | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat build/native/.torchship.sha256 2>/dev/null)" != "$native_hash" ] || ! .venv/bin/python -c "import torchship._C" 2>/dev/null; then
   say "building torchship._C and the C++ tests (CMake, incremental)"
   pip_quiet install --no-build-isolation --no-deps -e .

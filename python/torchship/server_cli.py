@@ -16,6 +16,7 @@ import torch
 
 from torchship.server_process import server_binary
 
+
 def server_argv(args: argparse.Namespace) -> list[str]:
     """torchship-server's command line: every argument after ``serve`` is passed through unchanged.
 
