@@ -1,0 +1,239 @@
+"""Run: .venv/bin/python benchmarks/front_end_soak.py --repository model_repository [--idle 5000 --slowloris 1000]
+
+The front end under hostile connection load, measured as docs/soak.md reports it:
+
+1. Starvation: `--idle` idle TCP connections and `--slowloris` connections trickling header bytes
+   stay open for the whole measurement, while 100 sequential thermometer_mlp inferences (each on a
+   fresh connection) and 100 liveness probes are timed. Run once with the idle and header timeouts
+   above the measurement window (the server cannot pass by closing them), once with the defaults
+   (the soak reopens what the server closes).
+2. Memory: one client sends a 1 GiB header line; the server must answer 431 or close as soon as
+   the limit is passed, and its RSS must grow by < 16 MB.
+3. Fairness: `--fair-connections` keep-alive connections each send MLP requests in a closed loop
+   for `--seconds`; per connection: completed requests and the longest wait.
+
+Both processes raise RLIMIT_NOFILE to the hard limit. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from torchship.server_process import ServerProcess
+
+MODEL = "thermometer_mlp"
+BODY = json.dumps({"inputs": [{"name": "t_u", "shape": [1, 1], "datatype": "FP32", "data": [55.0]}]}).encode()
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def request(path: str, body: bytes = b"", keep_alive: bool = True) -> bytes:
+    method = "POST" if body else "GET"
+    conn = "" if keep_alive else "Connection: close\r\n"
+    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{conn}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def read_answer(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Hostiles:
+    """Idle and slowloris connections held open; the ones the server closes are reopened."""
+
+    def __init__(self, port: int, idle: int, slowloris: int) -> None:
+        self.port, self.idle, self.slowloris = port, idle, slowloris
+        self.reopened = 0
+        self.tasks: list[asyncio.Task] = []
+
+    async def _hold(self, trickle: bool) -> None:
+        first = True
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                if not first:
+                    self.reopened += 1
+                first = False
+                if trickle:
+                    writer.write(b"GET /v2/health/live HTTP/1.1\r\n")
+                while True:
+                    await asyncio.sleep(1.0)
+                    if trickle:
+                        writer.write(b"X")  # one header byte a second
+                        await writer.drain()
+                    elif writer.is_closing():
+                        break
+            except (ConnectionError, OSError):
+                await asyncio.sleep(0.05)
+
+    async def start(self) -> None:
+        for i in range(self.idle + self.slowloris):
+            self.tasks.append(asyncio.create_task(self._hold(trickle=i >= self.idle)))
+            if i % 200 == 0:
+                await asyncio.sleep(0.01)  # do not overflow the listen backlog
+        await asyncio.sleep(2.0)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def timed(port: int, payload: bytes, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        assert await read_answer(reader) == 200
+        out.append(time.perf_counter() - started)
+        writer.close()
+    return out
+
+
+def p99(xs: list[float]) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(0.99 * len(xs)))] * 1e3
+
+
+async def starvation(server: ServerProcess, idle: int, slowloris: int) -> dict:
+    hostiles = Hostiles(server.port, idle, slowloris)
+    await hostiles.start()
+    infer = await timed(server.port, request(f"/v2/models/{MODEL}/infer", BODY, keep_alive=False), 100)
+    live = await timed(server.port, request("/v2/health/live", keep_alive=False), 100)
+    await hostiles.stop()
+    return {
+        "idle": idle,
+        "slowloris": slowloris,
+        "reopened": hostiles.reopened,
+        "infer_p50_ms": statistics.median(infer) * 1e3,
+        "infer_p99_ms": p99(infer),
+        "live_p50_ms": statistics.median(live) * 1e3,
+        "live_p99_ms": p99(live),
+    }
+
+
+async def header_bomb(server: ServerProcess, total: int = 1 << 30) -> dict:
+    before = rss(server.pid)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /v2/health/live HTTP/1.1\r\nX-Bomb: ")
+    chunk = b"a" * (1 << 20)
+    sent, status, peak = 0, None, before
+    try:
+        while sent < total:
+            writer.write(chunk)
+            await writer.drain()
+            sent += len(chunk)
+            peak = max(peak, rss(server.pid))
+            if reader.at_eof() or reader._buffer:  # noqa: SLF001 (an answer has arrived)
+                break
+    except (ConnectionError, OSError):
+        pass
+    try:
+        status = await asyncio.wait_for(read_answer(reader), 5)
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, ValueError):
+        status = None
+    writer.close()
+    return {"sent_bytes_before_refusal": sent, "status": status, "rss_growth_mb": (peak - before) / 1e6}
+
+
+async def fairness(server: ServerProcess, connections: int, seconds: float) -> dict:
+    counts = [0] * connections
+    worst = [0.0] * connections
+    stop_at = time.perf_counter() + seconds
+
+    async def loop(k: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        payload = request(f"/v2/models/{MODEL}/infer", BODY)
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            writer.write(payload)
+            await read_answer(reader)
+            worst[k] = max(worst[k], time.perf_counter() - started)
+            counts[k] += 1
+        writer.close()
+
+    await asyncio.gather(*(loop(k) for k in range(connections)))
+    med = statistics.median(counts)
+    return {
+        "connections": connections,
+        "seconds": seconds,
+        "requests": sum(counts),
+        "req_per_s": sum(counts) / seconds,
+        "median_per_connection": med,
+        "min_per_connection": min(counts),
+        "min_over_median": min(counts) / med if med else 0.0,
+        "max_wait_s": max(worst),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    hard = raise_nofile()
+    log = Path(args.log_dir)
+    log.mkdir(parents=True, exist_ok=True)
+    common = ["--device", "cpu", "--log-level", "warning", "--model", MODEL, "--max-connections", "19000"]
+    result: dict = {"cpu": cpu_model(), "nofile_hard": hard}
+    # 1a: timeouts above the window, so the hostile connections stay.
+    long = ["--keep-alive-timeout-ms", "600000", "--header-timeout-ms", "600000"]
+    with_long = ServerProcess(args.repository, *common, *long, log_path=log / "long.log").start()
+    try:
+        result["starvation_timeouts_above_window"] = await starvation(with_long, args.idle, args.slowloris)
+        result["header_bomb_1GiB"] = await header_bomb(with_long)
+    finally:
+        with_long.stop()
+    # 1b: default timeouts; the soak reopens what is closed. 3: fairness.
+    default = ServerProcess(args.repository, *common, log_path=log / "default.log").start()
+    try:
+        result["starvation_default_timeouts"] = await starvation(default, args.idle, args.slowloris)
+        result["fairness_c64"] = await fairness(default, 64, args.seconds)
+        result["fairness"] = await fairness(default, args.fair_connections, args.seconds)
+    finally:
+        default.stop()
+    f = result["fairness"]
+    result["throughput_ratio_c_max_over_c64"] = f["req_per_s"] / result["fairness_c64"]["req_per_s"]
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repository", type=Path, required=True, help="a model repository holding thermometer_mlp")
+    p.add_argument("--idle", type=int, default=5000)
+    p.add_argument("--slowloris", type=int, default=1000)
+    p.add_argument("--fair-connections", type=int, default=1024)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--log-dir", default="/tmp/torchship-soak")
+    print(json.dumps(asyncio.run(main_async(p.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()
