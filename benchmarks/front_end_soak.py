@@ -33,7 +33,7 @@ BODY = json.dumps({"inputs": [{"name": "t_u", "shape": [1, 1], "datatype": "FP32
 
 
 def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -155,7 +155,7 @@ async def header_bomb(server: ServerProcess, total: int = 1 << 30) -> dict:
             await writer.drain()
             sent += len(chunk)
             peak = max(peak, rss(server.pid))
-            if reader.at_eof() or reader._buffer:  # noqa: SLF001 (an answer has arrived)
+            if reader.at_eof() or reader._buffer:  # an answer has arrived
                 break
     except (ConnectionError, OSError):
         pass

@@ -245,9 +245,14 @@ def test_binary_is_the_executable_under_test() -> None:
 def test_every_path_in_openapi_yaml_is_served(http: httpx.Client) -> None:
     spec = Path(__file__).resolve().parents[2] / "serve" / "openapi.yaml"
     paths = re.findall(r"^  (/\S*):$", spec.read_text(), re.MULTILINE)
-    assert len(paths) == 10, paths
+    assert len(paths) == 16, paths
     body = {"inputs": [{"name": "t_u", "shape": [1, 1], "datatype": "FP32", "data": [80.0]}]}
     for template in paths:
         path = template.replace("{model}", MODEL).replace("{version}", "1")
-        response = http.post(path, json=body) if path.endswith("/infer") else http.get(path)
+        if path.endswith("/infer"):
+            response = http.post(path, json=body)
+        elif path == "/v2/repository/index":
+            response = http.post(path, json={})
+        else:
+            response = http.get(path)
         assert response.status_code == 200, (path, response.text)
