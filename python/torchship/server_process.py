@@ -20,6 +20,7 @@ from types import TracebackType
 import httpx
 
 PORT_LINE = re.compile(r"listening on port (\d+)")
+GRPC_PORT_LINE = re.compile(r"gRPC listening on port (\d+)")
 
 
 def server_binary(search_path: bool = False) -> Path:
@@ -48,6 +49,7 @@ class ServerProcess:
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
+        self.grpc_port = 0  # when started with --grpc-port
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader: threading.Thread | None = None
 
@@ -76,7 +78,8 @@ class ServerProcess:
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + self.start_timeout_s
-        while not self.port:
+        wants_grpc = "--grpc-port" in self.cmd and self.cmd[self.cmd.index("--grpc-port") + 1] != "-1"
+        while not self.port or (wants_grpc and not self.grpc_port):
             try:
                 line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.001))
             except queue.Empty:
@@ -85,7 +88,9 @@ class ServerProcess:
                 raise ServerError(f"no 'listening on port' line within {waited} s:\n{self.log()}") from None
             if line is None:
                 raise ServerError(f"server exited before listening (code {self.proc.wait()}):\n{self.log()}")
-            if m := PORT_LINE.search(line):
+            if m := GRPC_PORT_LINE.search(line):
+                self.grpc_port = int(m.group(1))
+            elif m := PORT_LINE.search(line):
                 self.port = int(m.group(1))
         if wait_ready:
             self.wait_ready(deadline)

@@ -5,7 +5,8 @@
 //
 //   torchship-server --model-repository model_repository --http-port 0
 //
-// Start-up: bind, print "listening on port PORT (http://HOST:PORT)" on stdout, then load
+// Start-up: bind, print "listening on port PORT (http://HOST:PORT)" on stdout (with --grpc-port,
+// then "gRPC listening on port PORT (HOST:PORT)"), then load
 // and warm up every model while /v2/health/live answers; /v2/health/ready turns
 // 200 once all are loaded (a model that fails is reported and the others serve;
 // --strict exits instead). SIGTERM/SIGINT: readiness turns 503, the listener
@@ -25,6 +26,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "grpc/server.h"
 #include "http/server.h"
 #include "http_api.h"
 #include "options.h"
@@ -105,6 +107,19 @@ int run(serve::Options& o, sigset_t signals) {
                    ", allocator: " TORCHSHIP_MALLOC);
   std::cout << "torchship-server listening on port " << port << " (http://" << url_host(o.http.host) << ":" << port
             << ")" << std::endl;
+  std::unique_ptr<serve::grpc_front::Server> grpc;
+  if (o.grpc_port >= 0) {
+    grpc = std::make_unique<serve::grpc_front::Server>(service, o.grpc_host, o.grpc_port, o.http.limits.max_body_bytes);
+    int grpc_port = 0;
+    try {
+      grpc_port = grpc->start();
+    } catch (...) {
+      http.stop(Clock::now());
+      throw;
+    }
+    std::cout << "torchship-server gRPC listening on port " << grpc_port << " (" << url_host(o.grpc_host) << ":"
+              << grpc_port << ")" << std::endl;
+  }
 
   std::jthread loader([&] {
     try {
@@ -136,6 +151,7 @@ int run(serve::Options& o, sigset_t signals) {
   if (signal == SIGUSR1) {
     loader.join();
     http.stop(Clock::now());
+    if (grpc) grpc->shutdown(Clock::now());
     service.stop_workers();
     std::rethrow_exception(load_error);
   }
@@ -144,6 +160,8 @@ int run(serve::Options& o, sigset_t signals) {
                    "every connection closed within " + std::to_string(o.drain_timeout_s) + " s)");
   service.begin_drain();
   http.begin_drain();
+  // No new gRPC calls; those in flight finish (the batchers still run) or are cancelled at the deadline.
+  if (grpc) grpc->shutdown(deadline);
   http.stop(deadline);
   loader.join();  // a load still in progress cannot be interrupted; let it finish
   if (repository) repository->shutdown();
