@@ -56,7 +56,7 @@ def main() -> None:
     from torchship.server_process import ServerProcess
 
     step("3/6 serve: torchship-server (C++, LibTorch, dynamic batching) on a free loopback port")
-    server = ServerProcess(REPO, "--device", "cpu", log_path=OUT / "server.log").start()
+    server = ServerProcess(REPO, "--device", "cpu", "--grpc-port", "0", log_path=OUT / "server.log").start()
     print(f"   ready at {server.url} (pid {server.pid}); log in {server.log_path}")
     try:
         with Client(server.url) as client:
@@ -78,7 +78,10 @@ def main() -> None:
             print(f"   digits_net: {accuracy:.1%} of 200 held-out digits right (binary tensor protocol)")
 
             step("5/6 parity: every model through every runtime against eager PyTorch")
-            cli("parity", "--repository", str(REPO), "--server-url", server.url, "--markdown", str(OUT / "parity.md"))
+            cli(
+                "parity", "--repository", str(REPO), "--server-url", server.url,
+                "--grpc-address", f"127.0.0.1:{server.grpc_port}", "--markdown", str(OUT / "parity.md"),
+            )  # fmt: skip
     finally:
         step("6/6 stop: SIGTERM, drain, exit")
         code = server.stop()

@@ -1,6 +1,6 @@
 """The parity matrix: every exported model through every runtime, against eager PyTorch.
 
-    torchship parity --repository model_repository [--markdown parity.md] [--server-url URL]
+    torchship parity --repository model_repository [--markdown parity.md] [--server-url URL] [--grpc-address HOST:PORT]
 
 The eager reference is rebuilt from the model's one Python definition (the
 registry) with the artifact's own weights, so a repository is enough: no
@@ -35,6 +35,7 @@ class RuntimeSpec:
     fmt: str | None  # the artifact format it loads; None for a server (it loads what it loads)
     device: str = "cpu"
     binary: bool = False  # server: the binary tensor extension, both ways
+    grpc: bool = False  # server: the KServe v2 gRPC front end (tritonclient's gRPC client)
     default: bool = True  # run when no runtimes are named
 
     @property
@@ -49,12 +50,14 @@ RUNTIMES: dict[str, RuntimeSpec] = {
     "native-pt2": RuntimeSpec("native", "pt2"),
     "server-json": RuntimeSpec("server", None),
     "server-binary": RuntimeSpec("server", None, binary=True),
+    "server-grpc": RuntimeSpec("server", None, grpc=True),
     # CPU vs CUDA, fp32 with TF32 off; left out (no rows) where no GPU is visible
     "torchscript-cuda": RuntimeSpec("python", "torchscript", "cuda"),
     "native-torchscript-cuda": RuntimeSpec("native", "torchscript", "cuda"),
     # a torchship-server started with --device cuda at --server-url: only when asked for
     "server-json-cuda": RuntimeSpec("server", None, "cuda", default=False),
     "server-binary-cuda": RuntimeSpec("server", None, "cuda", binary=True, default=False),
+    "server-grpc-cuda": RuntimeSpec("server", None, "cuda", grpc=True, default=False),
 }
 DEFAULT_RUNTIMES = tuple(name for name, spec in RUNTIMES.items() if spec.default)
 Runner = Callable[..., tuple[torch.Tensor, ...]]
@@ -158,14 +161,36 @@ def _server_runner(url: str, m: RepositoryModel, binary: bool) -> Runner:
     return run
 
 
-def make_runner(runtime: str, repository: Path, m: RepositoryModel, server_url: str | None = None) -> Runner | None:
+def _grpc_runner(address: str, m: RepositoryModel) -> Runner:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(address)
+
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sent = []
+        for spec, t in zip(m.config["inputs"], inputs, strict=True):
+            i = grpcclient.InferInput(spec["name"], list(t.shape), spec["datatype"])
+            i.set_data_from_numpy(t.contiguous().numpy())
+            sent.append(i)
+        result = client.infer(m.name, sent)
+        return tuple(torch.from_numpy(result.as_numpy(o["name"]).copy()) for o in m.config["outputs"])
+
+    run.close = client.close  # type: ignore[attr-defined]
+    return run
+
+
+def make_runner(
+    runtime: str, repository: Path, m: RepositoryModel, server_url: str | None = None, grpc_address: str | None = None
+) -> Runner | None:
     """A callable for ``runtime``, or None when the repository has no artifact for it (or no GPU for a
-    ``-cuda`` runtime, or no server URL for a server runtime)."""
+    ``-cuda`` runtime, or no server URL / gRPC address for a server runtime)."""
     spec = RUNTIMES.get(runtime)
     if spec is None:
         raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if spec.device != "cpu" and not torch.cuda.is_available():
         return None
+    if spec.kind == "server" and spec.grpc:
+        return _grpc_runner(grpc_address, m) if grpc_address else None
     if spec.kind == "server":
         return _server_runner(server_url, m, spec.binary) if server_url else None
     assert spec.fmt is not None
@@ -189,6 +214,7 @@ def check_model(
     batch_sizes: Sequence[int] | None = None,
     server_url: str | None = None,
     seed: int = 7,
+    grpc_address: str | None = None,
 ) -> list[ParityRow]:
     repository = Path(repository)
     eager = eager_reference(m)
@@ -205,7 +231,7 @@ def check_model(
     out_names = [o["name"] for o in m.config["outputs"]]
     with strict_fp32():  # TF32 off for TorchScript on CUDA in Python, as the native runtime runs by default
         for runtime in runtimes:
-            runner = make_runner(runtime, repository, m, server_url)
+            runner = make_runner(runtime, repository, m, server_url, grpc_address)
             if runner is None:
                 continue
             atol = tolerance_for(runtime)
@@ -228,13 +254,14 @@ def run(
     runtimes: Iterable[str] = DEFAULT_RUNTIMES,
     server_url: str | None = None,
     progress: bool = True,
+    grpc_address: str | None = None,
 ) -> list[ParityRow]:
     from tqdm import tqdm
 
     rows: list[ParityRow] = []
     found = repository_models(repository, names)
     for m in tqdm(found, desc="parity", unit="model", disable=not progress):
-        rows.extend(check_model(repository, m, list(runtimes), server_url=server_url))
+        rows.extend(check_model(repository, m, list(runtimes), server_url=server_url, grpc_address=grpc_address))
     return rows
 
 
@@ -264,7 +291,8 @@ def markdown_table(rows: Sequence[ParityRow]) -> str:
 
 def _run_cli(args: Any) -> int:
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
-    rows = run(args.repository, args.models.split(",") if args.models else (), runtimes, args.server_url)
+    names = args.models.split(",") if args.models else ()
+    rows = run(args.repository, names, runtimes, args.server_url, grpc_address=args.grpc_address)
     table = markdown_table(rows)
     print(table)
     if args.markdown:
@@ -287,5 +315,8 @@ def register(sub: Any) -> None:
         "--server-url to be a torchship-server started with --device cuda",
     )
     p.add_argument("--server-url", help="a running torchship-server, e.g. http://127.0.0.1:8000 (server runtimes)")
+    p.add_argument(
+        "--grpc-address", help="the same server's gRPC front end, e.g. 127.0.0.1:8001 (server-grpc runtimes)"
+    )
     p.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
     p.set_defaults(func=_run_cli)

@@ -51,13 +51,18 @@ def parity_repository(tmp_path_factory: pytest.TempPathFactory, thermometer_chec
 @pytest.fixture(scope="session")
 def parity_server(parity_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("parity_server") / "server.log"
-    with ServerProcess(parity_repository, "--device", "cpu", log_path=log) as server:
+    with ServerProcess(parity_repository, "--device", "cpu", "--grpc-port", "0", log_path=log) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def parity_rows(parity_repository: Path, parity_server: ServerProcess) -> list[parity.ParityRow]:
-    rows = parity.run(parity_repository, server_url=parity_server.url, progress=False)
+    rows = parity.run(
+        parity_repository,
+        server_url=parity_server.url,
+        progress=False,
+        grpc_address=f"127.0.0.1:{parity_server.grpc_port}",
+    )
     print("\n" + parity.markdown_table(rows))
     return rows
 
@@ -91,7 +96,7 @@ def test_runtime_matches_eager(parity_rows: list[parity.ParityRow], model: str, 
 def test_every_model_was_compared_on_every_available_runtime(parity_rows: list[parity.ParityRow]) -> None:
     compared = {(r.model, r.runtime) for r in parity_rows}
     for model in MODELS:
-        for runtime in ("torchscript", "native-torchscript", "server-json", "server-binary"):
+        for runtime in ("torchscript", "native-torchscript", "server-json", "server-binary", "server-grpc"):
             assert (model, runtime) in compared, f"{model} never ran on {runtime}"
 
 
