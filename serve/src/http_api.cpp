@@ -1,6 +1,7 @@
 #include "http_api.h"
 
 #include "http/content_coding.h"
+#include "http/text.h"
 #include "log.h"
 #include "routes.h"
 #include "status.h"
@@ -19,10 +20,6 @@ constexpr size_t kCompressMinBytes = 1024;
 // Encoded answers over this many bytes of tensor data are encoded on the worker pool, not on the
 // batcher's worker (which should be starting the next batch).
 constexpr size_t kInlineEncodeBytes = 64 << 10;
-
-std::string error_body(const std::string& message) {
-  return json{{"error", message}}.dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 http::Response json_response(std::string body, int status = 200) {
   return http::Response{status, kJson, std::move(body), {}};
@@ -59,7 +56,7 @@ bool ready_only_index(std::string_view body) {
 http::Response error_response(std::exception_ptr error, std::string_view method, std::string_view path) {
   const auto s = classify(error);
   if (s.internal) log::error(std::string(method) + " " + std::string(path.substr(0, 256)) + ": " + s.message);
-  http::Response r{s.http, kJson, error_body(s.message), {}};
+  http::Response r{s.http, kJson, http::error_json(s.message), {}};
   if (s.retry_after) r.headers.emplace_back("Retry-After", std::to_string(kRetryAfterSeconds));
   if (!s.allow.empty()) r.headers.emplace_back("Allow", s.allow);
   return r;

@@ -1,22 +1,12 @@
 #include "http/content_coding.h"
 
-#include <strings.h>
 #include <zlib.h>
 
+#include "http/text.h"
 #include "status.h"
 
 namespace torchship::serve::http {
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 bool is_gzip(std::string_view c) { return iequals(c, "gzip") || iequals(c, "x-gzip"); }
 

@@ -3,8 +3,6 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <nlohmann/json.hpp>
-#include <strings.h>
 
 #include <cstdio>
 #include <deque>
@@ -15,6 +13,7 @@
 #include <thread>
 
 #include "http/content_coding.h"
+#include "http/text.h"
 #include "log.h"
 
 namespace torchship::serve::http {
@@ -33,14 +32,6 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerMaxBytes = 1 << 20;  // and at most this much of it: then it is reset
 // Connections being refused (503) at once; past this, new ones over the cap are closed unanswered.
 constexpr int kMaxRefusing = 256;
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
-std::string error_json(std::string_view message) {
-  return nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
 
 // Paths and other client text in the access log: no spaces, quotes or control bytes.
 std::string log_safe(std::string_view s) {
