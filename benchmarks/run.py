@@ -83,11 +83,14 @@ def prepare_repository(models: list[str]) -> Path:
 
 
 def single_repo(repo: Path, model: str) -> Path:
-    """A repository holding only `model` (a symlink into `repo`), so a server loads nothing else."""
+    """A repository holding only `model` (a copy: the runtime refuses symlinks out of a repository), so a
+    server loads nothing else."""
     path = WORK / f"repo_{model}"
+    if (path / model).is_symlink():  # made by an earlier version of this script
+        shutil.rmtree(path)
     if not path.exists():
         path.mkdir(parents=True)
-        (path / model).symlink_to(repo / model, target_is_directory=True)
+        shutil.copytree(repo / model, path / model)
     return path
 
 
