@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "torchship.runtime_cli",
     "torchship.parity",
     "torchship.server_cli",
+    "torchship.data.luna.cli",
 )
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torchship.training import thermometer
+from torchship.training import luna_cli, thermometer
 from torchship.training.classifier import ClassifierConfig, train_classifier
 from torchship.training.distributed import DEVICES
 from torchship.training.image_recipes import ImageRecipe, image_recipes
@@ -244,3 +244,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     for recipe in image_recipes():
         _image(recipes, recipe)
+    luna_cli.register(recipes)  # part 2: luna-classifier, luna-segmentation
