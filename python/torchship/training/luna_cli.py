@@ -16,3 +16,14 @@ def register(recipes: argparse._SubParsersAction) -> None:
     )
     luna_classifier.add_arguments(p)
     p.set_defaults(func=luna_classifier.run)
+
+    from torchship.training import luna_segmentation
+
+    s = recipes.add_parser(
+        "luna-segmentation",
+        help="train the chapter 13 UNetWrapper on LUNA16 (or synth-luna) slices",
+        description="Nodule segmentation: 64x64 crops around nodules, Dice + 8x false-negative Dice, Adam, "
+        "per-epoch TP/FN/FP, best model by the book's score, validation images in TensorBoard.",
+    )
+    luna_segmentation.add_arguments(s)
+    s.set_defaults(func=luna_segmentation.run)
