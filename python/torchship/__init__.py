@@ -30,3 +30,26 @@ def _check_native_build() -> None:
 
 
 _check_native_build()
+
+# The model registry's public API, imported on first use (it imports torch and the book's models):
+# ``@torchship.register_model(...)``, ``torchship.get_model(name)``, ``torchship.list_models()``.
+_REGISTRY_API = {
+    "register_model": "torchship.models.registry",
+    "get_model": "torchship.models.registry",
+    "list_models": "torchship.models.registry",
+    "TensorSpec": "torchship.models.registry",
+    "Weights": "torchship.models.registry",
+    "register_dataset": "torchship.training.recipes",
+    "Dataset": "torchship.training.recipes",
+    "DatasetOption": "torchship.training.recipes",
+    "Hyperparameters": "torchship.training.recipes",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _REGISTRY_API:
+        import importlib
+
+        importlib.import_module("torchship.models")  # the book's models first: their names are taken
+        return getattr(importlib.import_module(_REGISTRY_API[name]), name)
+    raise AttributeError(f"module 'torchship' has no attribute {name!r}")

@@ -28,6 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchship", description="Train, export and serve the models of Deep Learning with PyTorch."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (repeatable; the current directory is searched too): the models and data sets it "
+        "registers (@torchship.register_model, register_dataset) join this command's. Installed packages' "
+        "'torchship.models' / 'torchship.recipes' entry points are loaded without it",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -40,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     (argparse cannot pass through options that start with ``--`` to a subcommand by itself.)
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    i = _command_index(argv)
+    import_modules(argv[:i])  # before the parser: train's recipes come from the registry
     parser = build_parser()
-    i = next((k for k, a in enumerate(argv) if not a.startswith("-")), len(argv))
     if i < len(argv) and argv[i] == "serve":
         args = parser.parse_args([*argv[:i], "serve"])
         args.server_args = argv[i + 1 :]
@@ -49,8 +60,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _command_index(argv: list[str]) -> int:
+    """Where the subcommand starts: the first word that is neither an option nor the value of ``--import``."""
+    k = 0
+    while k < len(argv):
+        if argv[k] == "--import":
+            k += 2
+        elif argv[k].startswith("-"):
+            k += 1
+        else:
+            return k
+    return len(argv)
+
+
+def import_modules(global_args: list[str]) -> None:
+    """The ``--import MODULE`` / ``--import=MODULE`` options among the global arguments, imported in order."""
+    from torchship.models.plugins import import_module
+
+    for k, arg in enumerate(global_args):
+        if arg == "--import" and k + 1 < len(global_args):
+            import_module(global_args[k + 1])
+        elif arg.startswith("--import="):
+            import_module(arg.partition("=")[2])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ImportError as e:  # --import, or an installed package's entry point: one clear line
+        print(f"torchship: error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("httpx", "httpcore"):  # one line per HTTP request is not news
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -39,7 +39,7 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    source = resolve(args.source, parse_model_args(args.model_args), args.init_seed)
+    source = resolve(args.source, parse_model_args(args.model_args), args.init_seed, weights=args.weights)
     example = {k: v[-1] for k, v in parse_named_shapes(args.example_shape).items()}
     result = export_checkpoint(
         source,
@@ -67,7 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "runtime and compared with eager PyTorch before anything is written. A registry name instead of a "
         "checkpoint exports the model freshly initialised, labelled 'random-init (no checkpoint)'.",
     )
-    p.add_argument("source", help="checkpoint written by `torchship train`, or a registry model name")
+    p.add_argument(
+        "source",
+        help="checkpoint written by `torchship train`, a registry model name, or MODULE:FUNCTION "
+        "(a builder registered with @torchship.register_model; the module is imported)",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="with a registry name or MODULE:FUNCTION: a plain state_dict file (torch.save(model.state_dict(), "
+        "FILE)) to export instead of the random initialisation; every key must fit",
+    )
     p.add_argument("--repository", type=Path, default=Path("model_repository"), help="default %(default)s")
     p.add_argument("--formats", default=",".join(ALL_FORMATS), help="comma-separated subset of %(default)s")
     p.add_argument(

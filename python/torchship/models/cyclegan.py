@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchship.models.registry import ModelEntry, TensorSpec, register
+from torchship.models.registry import TensorSpec, Weights, register_model
 
 
 class ResNetBlock(nn.Module):
@@ -80,22 +80,25 @@ class ResNetGenerator(nn.Module):
         return self.model(image)
 
 
-register(
-    ModelEntry(
-        name="cyclegan",
-        constructor=ResNetGenerator,
-        # Two stride-2 convolutions: 4 pixels become 1 at the bottleneck, where instance norm and reflection
-        # padding fail. (Sizes not divisible by 4 come back rounded up, alike in every runtime.)
-        inputs=(TensorSpec("image", (-1, 3, -1, -1), min_shape=(1, 3, 5, 5)),),
-        outputs=(TensorSpec("generated", (-1, 3, -1, -1)),),
-        description="Chapter 2 CycleGAN horse->zebra ResNetGenerator(ngf=64, n_blocks=9)",
-        example_shapes={"image": (1, 3, 256, 256)},
-        preprocessing={
-            "resize": 256,
-            "to_tensor": True,  # input in [0, 1]; no Normalize
-            # output in [-1, 1] (Tanh); the image is (out + 1) / 2 = out * scale + shift
-            "postprocess": {"scale": 0.5, "shift": 0.5, "output_range": [0.0, 1.0]},
-        },
-        max_batch_size=8,
-    )
-)
+register_model(
+    "cyclegan",
+    # Two stride-2 convolutions: 4 pixels become 1 at the bottleneck, where instance norm and reflection
+    # padding fail. (Sizes not divisible by 4 come back rounded up, alike in every runtime.)
+    inputs=(TensorSpec("image", (-1, 3, -1, -1), min_shape=(1, 3, 5, 5)),),
+    outputs=(TensorSpec("generated", (-1, 3, -1, -1)),),
+    weights=[
+        Weights(
+            "cyclegan",
+            preprocessing={
+                "resize": 256,
+                "to_tensor": True,  # input in [0, 1]; no Normalize
+                # output in [-1, 1] (Tanh); the image is (out + 1) / 2 = out * scale + shift
+                "postprocess": {"scale": 0.5, "shift": 0.5, "output_range": [0.0, 1.0]},
+            },
+            dataset="horse2zebra",
+        )
+    ],
+    description="Chapter 2 CycleGAN horse->zebra ResNetGenerator(ngf=64, n_blocks=9)",
+    example_shapes={"image": (1, 3, 256, 256)},
+    max_batch_size=8,
+)(ResNetGenerator)

@@ -14,14 +14,13 @@ with the ImageNet statistics. Current torchvision pools with AdaptiveAvgPool2d
 
 from __future__ import annotations
 
-import copy
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from torch import nn
 
-from torchship.models.registry import ModelEntry, TensorSpec, register
+from torchship.models.registry import TensorSpec, Weights, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,15 +77,11 @@ for _name, _constructor, _description in (
     ("resnet18", resnet18, "ResNet-18 ImageNet classifier (torchvision, weights from a local file)"),
     ("alexnet", alexnet, "Chapter 2 AlexNet ImageNet classifier (torchvision, weights from a local file)"),
 ):
-    register(
-        ModelEntry(
-            name=_name,
-            constructor=_constructor,
-            inputs=(TensorSpec("image", (-1, 3, 224, 224)),),
-            outputs=(TensorSpec("logits", (-1, 1000)),),
-            description=_description,
-            labels=imagenet_labels(),
-            preprocessing=copy.deepcopy(IMAGENET_PREPROCESSING),
-            max_batch_size=32,
-        )
-    )
+    register_model(
+        _name,
+        inputs=(TensorSpec("image", (-1, 3, 224, 224)),),
+        outputs=(TensorSpec("logits", (-1, 1000)),),
+        weights=[Weights(_name, labels=imagenet_labels(), preprocessing=IMAGENET_PREPROCESSING, dataset="imagenet-1k")],
+        description=_description,
+        max_batch_size=32,
+    )(_constructor)

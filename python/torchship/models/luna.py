@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from torchship.models.registry import ModelEntry, TensorSpec, register
+from torchship.models.registry import TensorSpec, Weights, register_model
 
 
 class LunaBlock(nn.Module):
@@ -81,19 +81,22 @@ class LunaModel(nn.Module):
         return linear_output, self.head_softmax(linear_output)
 
 
-register(
-    ModelEntry(
-        name="luna_classifier",
-        constructor=LunaModel,
-        inputs=(TensorSpec("ct_chunk", (-1, 1, 32, 48, 48)),),
-        outputs=(TensorSpec("logits", (-1, 2)), TensorSpec("probabilities", (-1, 2))),
-        description="Chapter 11 LunaModel: 3D CNN nodule candidate classifier on 32x48x48 CT chunks",
-        labels=("benign", "malignant"),
-        preprocessing={
-            "hu_clip": [-1000.0, 1000.0],
-            "crop_irc": [32, 48, 48],  # index (slices), row, column around the candidate centre
-            "normalize": "in_model",  # tail BatchNorm3d
-        },
-        max_batch_size=256,  # the book trains at batch 256
-    )
-)
+register_model(
+    "luna_classifier",
+    inputs=(TensorSpec("ct_chunk", (-1, 1, 32, 48, 48)),),
+    outputs=(TensorSpec("logits", (-1, 2)), TensorSpec("probabilities", (-1, 2))),
+    weights=[
+        Weights(
+            "luna_classifier",
+            labels=("benign", "malignant"),
+            preprocessing={
+                "hu_clip": [-1000.0, 1000.0],
+                "crop_irc": [32, 48, 48],  # index (slices), row, column around the candidate centre
+                "normalize": "in_model",  # tail BatchNorm3d
+            },
+            dataset="luna16",
+        )
+    ],
+    description="Chapter 11 LunaModel: 3D CNN nodule candidate classifier on 32x48x48 CT chunks",
+    max_batch_size=256,  # the book trains at batch 256
+)(LunaModel)

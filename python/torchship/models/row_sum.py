@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchship.models.registry import ModelEntry, TensorSpec, register
+from torchship.models.registry import TensorSpec, register_model
 
 
 class RowSum(nn.Module):
@@ -28,14 +28,11 @@ class RowSum(nn.Module):
         return y
 
 
-register(
-    ModelEntry(
-        name="row_sum",
-        constructor=RowSum,
-        inputs=(TensorSpec("x", (-1, 5, 5)),),
-        outputs=(TensorSpec("y", (-1, 5)),),
-        description="Chapter 15 myfn: sum of rows with a loop, captured by torch.jit.script",
-        torchscript="script",
-        max_batch_size=256,
-    )
-)
+register_model(
+    "row_sum",
+    inputs=(TensorSpec("x", (-1, 5, 5)),),
+    outputs=(TensorSpec("y", (-1, 5)),),
+    description="Chapter 15 myfn: sum of rows with a loop, captured by torch.jit.script",
+    torchscript="script",
+    max_batch_size=256,
+)(RowSum)

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from torchship.models.registry import ModelEntry, TensorSpec, register
+from torchship.models.registry import TensorSpec, Weights, register_model
 
 
 class ThermometerLinear(nn.Module):
@@ -47,26 +47,17 @@ class ThermometerMLP(nn.Module):
         return self.seq(t_u * self.input_scale)
 
 
-_IO = {
-    "inputs": (TensorSpec("t_u", (-1, 1)),),
-    "outputs": (TensorSpec("t_c", (-1, 1)),),
-    "preprocessing": {"input_scale": 0.1, "applied_in_model": True},
-    "max_batch_size": 256,
-}
+def _register(name: str, builder: type[nn.Module], description: str) -> None:
+    register_model(
+        name,
+        inputs=(TensorSpec("t_u", (-1, 1)),),
+        outputs=(TensorSpec("t_c", (-1, 1)),),
+        # the book's 11 readings (chapter 5); its recipes are written by hand (training/thermometer.py)
+        weights=[Weights(name, preprocessing={"input_scale": 0.1, "applied_in_model": True}, dataset="thermometer")],
+        description=description,
+        max_batch_size=256,
+    )(builder)
 
-register(
-    ModelEntry(
-        name="thermometer_linear",
-        constructor=ThermometerLinear,
-        description="Chapter 5 linear thermometer model w * (0.1 t_u) + b",
-        **_IO,
-    )
-)
-register(
-    ModelEntry(
-        name="thermometer_mlp",
-        constructor=ThermometerMLP,
-        description="Chapter 6 thermometer MLP Linear(1,8)-Tanh-Linear(8,1)",
-        **_IO,
-    )
-)
+
+_register("thermometer_linear", ThermometerLinear, "Chapter 5 linear thermometer model w * (0.1 t_u) + b")
+_register("thermometer_mlp", ThermometerMLP, "Chapter 6 thermometer MLP Linear(1,8)-Tanh-Linear(8,1)")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchship.models.luna import init_fan_out
-from torchship.models.registry import ModelEntry, TensorSpec, register
+from torchship.models.registry import TensorSpec, Weights, register_model
 
 
 def _center_crop(layer: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -157,23 +157,26 @@ MEAP_SEGMENTATION_ARGS = {
     "up_mode": "upconv",
 }
 
-register(
-    ModelEntry(
-        name="luna_segmentation",
-        constructor=UNetWrapper,
-        # Four levels halve H and W three times: other sizes come out cropped (eager) or fail (ONNX, .pt2).
-        inputs=(TensorSpec("ct_slices", (-1, 8, -1, -1), multiple_of=(1, 1, 8, 8), min_shape=(1, 8, 8, 8)),),
-        outputs=(TensorSpec("nodule_probability", (-1, 1, -1, -1)),),
-        description="Chapter 13 UNetWrapper(in_channels=8, n_classes=1, depth=4, wf=3, padding, batch_norm, upconv)",
-        default_args=dict(MEAP_SEGMENTATION_ARGS),
-        example_shapes={"ct_slices": (1, 8, 64, 64)},  # the book serves 512x512 slices; small keeps checks fast
-        preprocessing={
-            "hu_clip": [-1000.0, 1000.0],
-            "hu_divisor": 1000.0,
-            "context_slices": 3,  # channels 0-6: slices target-3 .. target+3; channel 7: the lung mask (0/1)
-            "normalize": "in_model",  # input BatchNorm2d
-            "threshold": 0.5,  # a pixel is a nodule candidate above this
-        },
-        max_batch_size=16,
-    )
-)
+register_model(
+    "luna_segmentation",
+    # Four levels halve H and W three times: other sizes come out cropped (eager) or fail (ONNX, .pt2).
+    inputs=(TensorSpec("ct_slices", (-1, 8, -1, -1), multiple_of=(1, 1, 8, 8), min_shape=(1, 8, 8, 8)),),
+    outputs=(TensorSpec("nodule_probability", (-1, 1, -1, -1)),),
+    weights=[
+        Weights(
+            "luna_segmentation",
+            preprocessing={
+                "hu_clip": [-1000.0, 1000.0],
+                "hu_divisor": 1000.0,
+                "context_slices": 3,  # channels 0-6: slices target-3 .. target+3; channel 7: the lung mask (0/1)
+                "normalize": "in_model",  # input BatchNorm2d
+                "threshold": 0.5,  # a pixel is a nodule candidate above this
+            },
+            dataset="luna16",
+        )
+    ],
+    description="Chapter 13 UNetWrapper(in_channels=8, n_classes=1, depth=4, wf=3, padding, batch_norm, upconv)",
+    default_args=MEAP_SEGMENTATION_ARGS,
+    example_shapes={"ct_slices": (1, 8, 64, 64)},  # the book serves 512x512 slices; small keeps checks fast
+    max_batch_size=16,
+)(UNetWrapper)

@@ -11,7 +11,7 @@ from typing import Any
 from torchship.training import luna_cli, thermometer
 from torchship.training.classifier import ClassifierConfig, train_classifier
 from torchship.training.distributed import DEVICES
-from torchship.training.image_recipes import ImageRecipe, image_recipes
+from torchship.training.recipes import ImageRecipe, get_dataset, image_recipes
 
 
 def _common_options(
@@ -105,32 +105,17 @@ def _model_arg(text: str) -> tuple[str, Any]:
 
 
 def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
-    if recipe.dataset == "cifar2":
-        chapter = f"chapter {7 if recipe.model.startswith('cifar2_fc') else 8}, CIFAR-2 airplanes vs birds"
-    else:
-        chapter = "chapter 8 CNN on scikit-learn digits"
+    dataset = get_dataset(recipe.dataset)
     p = sub.add_parser(
         recipe.name,
-        help=f"train {recipe.model} ({chapter})",
+        help=f"train {recipe.model} ({dataset.summary})",
         description=f"{recipe.summary}. Checkpoint after every epoch; TensorBoard scalars under --tb-dir. "
         "Runs on several processes with `torchrun --nproc_per_node N -m torchship.cli train "
         f"{recipe.name} ...` (DistributedDataParallel: gloo on CPU, NCCL on CUDA).",
     )
-    if recipe.dataset == "cifar2":
-        p.add_argument(
-            "--data-dir",
-            type=Path,
-            default=Path("data"),
-            help="folder holding cifar-10-batches-py/ from the CIFAR-10 python version (cifar-10-python.tar.gz, "
-            "https://www.cs.toronto.edu/~kriz/cifar.html); nothing is downloaded (default %(default)s)",
-        )
-    else:
-        p.add_argument(
-            "--val-fraction", type=float, default=0.2, help="share of each class held out (default %(default)s)"
-        )
-        p.add_argument(
-            "--split-seed", type=int, default=0, help="seed of the train/validation split (default %(default)s)"
-        )
+    for option in dataset.options:  # the data set's own options, passed to its loader by keyword
+        flag = "--" + option.name.replace("_", "-")
+        p.add_argument(flag, type=option.type, default=option.default, help=option.help)
     _common_options(
         p,
         epochs=recipe.epochs,
@@ -195,11 +180,7 @@ def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
 
 
 def _run_image(args: argparse.Namespace, recipe: ImageRecipe) -> int:
-    data = recipe.load_data(
-        data_dir=getattr(args, "data_dir", None),
-        val_fraction=getattr(args, "val_fraction", 0.2),
-        split_seed=getattr(args, "split_seed", 0),
-    )
+    data = recipe.load_data(**{o.name: getattr(args, o.name) for o in get_dataset(recipe.dataset).options})
     cfg = ClassifierConfig(
         model=recipe.model,
         model_args=dict(args.model_arg),

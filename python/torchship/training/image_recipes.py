@@ -1,64 +1,27 @@
-"""The image recipes: one per (data set, registry model), with the book's hyperparameters as defaults.
+"""The book's image data sets for the recipes: CIFAR-2 (chapters 7 and 8) and scikit-learn's digits.
 
-``cifar2-<model>`` (chapters 7 and 8) exists for every registry entry that
-classifies 32x32 RGB images into airplane/bird; ``digits-<model>`` for every
-``digits_*`` entry. Recipes are derived from the registry, so a model added
-there gets its recipe without a change here.
+Registered with ``training.recipes``; each registry variant that declares one
+of them as its ``dataset`` gets a recipe (``cifar2-net``, ``digits-net``, ...).
+Hyperparameters are the book's (CIFAR-2: SGD lr 1e-2, batch 64, 100 epochs);
+digits is not in the book, its defaults are measured here (SGD + momentum 0.9
+passes 95% in 2-4 epochs). Per-model exceptions live on the variants.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from torchship import models
 from torchship.data import cifar
 from torchship.data.images import ClassificationData
-
-# Chapter 8's NetResDeep was trained with lr 3e-3 (published code); everything else in chapters 7-8 with 1e-2.
-_CIFAR2_LR = {"net_res_deep": 3e-3}
-# Digits is not in the book. Measured here: SGD + momentum 0.9 gets the CNNs past 95% in 2-4 epochs at lr 5e-2;
-# the 10-block residual net only trains at 1e-3 (5e-2 and 1e-2 stay at chance).
-_DIGITS_LR = {"digits_net_res_deep": 1e-3}
-
-# What the book reports for each CIFAR-2 model (train / validation accuracy), shown in --help as a yardstick.
-_BOOK_RESULT = {
-    "cifar2_fc": "val 0.794",
-    "cifar2_fc_deep": "train 0.998, val 0.802",
-    "net": "train 0.93, val 0.89",
-    "net_width": "train 0.96, val 0.90",
-    "net_dropout": "train 0.89, val 0.88",
-    "net_batchnorm": "train 1.00, val 0.89",
-    "net_depth": "train 0.95, val 0.90",
-    "net_res": "train 0.97, val 0.90",
-    "net_res_deep": "train 0.97, val 0.86 (with n_blocks=100)",
-}
+from torchship.models.registry import ModelEntry
+from torchship.training.recipes import Dataset, DatasetOption, Hyperparameters, register_dataset
 
 
-@dataclass(frozen=True)
-class ImageRecipe:
-    name: str  # CLI name, e.g. "cifar2-net"
-    model: str  # registry name, e.g. "net"
-    dataset: str  # "cifar2" or "digits"
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float
-    summary: str  # one line for --help
-
-    def load_data(
-        self, data_dir: Path | None = None, val_fraction: float = 0.2, split_seed: int = 0
-    ) -> ClassificationData:
-        if self.dataset == "digits":
-            from torchship.data.digits import digits
-
-            return digits(val_fraction=val_fraction, split_seed=split_seed)
-        return cifar2_data(self.model, data_dir or Path("data"))
-
-
-def cifar2_data(model: str, data_dir: Path) -> ClassificationData:
+def cifar2_data(model: str | ModelEntry, data_dir: Path) -> ClassificationData:
     """CIFAR-2 train (10,000) and validation (CIFAR-10 test, 2,000) normalized as the model's entry declares."""
-    entry = models.get(model)
+    from torchship import models
+
+    entry = models.get(model) if isinstance(model, str) else model
     norm = entry.preprocessing.get("normalize", {})
     mean = tuple(norm.get("mean", cifar.MEAN))
     std = tuple(norm.get("std", cifar.STD))
@@ -79,47 +42,38 @@ def cifar2_data(model: str, data_dir: Path) -> ClassificationData:
     )
 
 
-def _is_cifar2(entry: models.ModelEntry) -> bool:
-    return (
-        entry.labels == cifar.CIFAR2_CLASSES
-        and len(entry.inputs) == 1
-        and tuple(entry.inputs[0].shape) == (-1, 3, 32, 32)
+def _digits(entry: ModelEntry, val_fraction: float, split_seed: int) -> ClassificationData:
+    from torchship.data.digits import digits
+
+    return digits(val_fraction=val_fraction, split_seed=split_seed)
+
+
+register_dataset(
+    Dataset(
+        name="cifar2",
+        load=lambda entry, data_dir: cifar2_data(entry, data_dir),
+        summary="CIFAR-2 airplanes vs birds, chapters 7-8",
+        defaults=Hyperparameters(epochs=100, batch_size=64, learning_rate=1e-2),
+        options=(
+            DatasetOption(
+                "data_dir",
+                Path,
+                Path("data"),
+                "folder holding cifar-10-batches-py/ from the CIFAR-10 python version (cifar-10-python.tar.gz, "
+                "https://www.cs.toronto.edu/~kriz/cifar.html); nothing is downloaded (default %(default)s)",
+            ),
+        ),
     )
-
-
-def image_recipes() -> list[ImageRecipe]:
-    """Every image recipe the registry supports, sorted by name."""
-    recipes = []
-    for name in models.names():
-        entry = models.get(name)
-        if name.startswith("digits_"):
-            lr = _DIGITS_LR.get(name, 5e-2)
-            summary = f"{entry.description}; SGD lr {lr:g} momentum 0.9, batch 64, 20 epochs"
-            recipes.append(
-                ImageRecipe(
-                    name="digits-" + name.removeprefix("digits_").replace("_", "-"),
-                    model=name,
-                    dataset="digits",
-                    epochs=20,
-                    batch_size=64,
-                    learning_rate=lr,
-                    momentum=0.9,
-                    summary=summary,
-                )
-            )
-        elif _is_cifar2(entry):
-            lr = _CIFAR2_LR.get(name, 1e-2)
-            book = f"; book: {_BOOK_RESULT[name]}" if name in _BOOK_RESULT else ""
-            recipes.append(
-                ImageRecipe(
-                    name="cifar2-" + name.removeprefix("cifar2_").replace("_", "-"),
-                    model=name,
-                    dataset="cifar2",
-                    epochs=100,
-                    batch_size=64,
-                    learning_rate=lr,
-                    momentum=0.0,
-                    summary=f"{entry.description}; SGD lr {lr:g}, batch 64, 100 epochs, CrossEntropy{book}",
-                )
-            )
-    return sorted(recipes, key=lambda r: r.name)
+)
+register_dataset(
+    Dataset(
+        name="digits",
+        load=_digits,
+        summary="chapter 8 CNN on scikit-learn digits",
+        defaults=Hyperparameters(epochs=20, batch_size=64, learning_rate=5e-2, momentum=0.9),
+        options=(
+            DatasetOption("val_fraction", float, 0.2, "share of each class held out (default %(default)s)"),
+            DatasetOption("split_seed", int, 0, "seed of the train/validation split (default %(default)s)"),
+        ),
+    )
+)

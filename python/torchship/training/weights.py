@@ -8,6 +8,8 @@ torchvision ships plain ``state_dict``s. All of them load with
 
 from __future__ import annotations
 
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,44 @@ class WeightsError(ValueError):
     """The file does not hold weights for this model."""
 
 
+def file_kind(path: str | Path) -> str:
+    """What a model file on disk is, from its container alone (nothing is unpickled or run).
+
+    ``torchscript`` (torch.jit.save), ``pt2`` (an AOTInductor package or torch.export.save),
+    ``onnx``, ``torch`` (torch.save: a state_dict, a checkpoint or a pickled object) or ``unknown``.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if not zipfile.is_zipfile(path):
+        return "torch" if path.suffix.lower() in (".pt", ".pth", ".ckpt", ".bin") else "unknown"
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(n.endswith("/constants.pkl") or "/code/__torch__/" in n for n in names):
+        return "torchscript"
+    if path.suffix.lower() == ".pt2" or any(n.endswith("/archive_format") for n in names):
+        return "pt2"
+    return "torch" if any(n.endswith("/data.pkl") for n in names) else "unknown"
+
+
+def refusal(path: Path, kind: str, error: Exception | None = None) -> str:
+    """Why ``path`` cannot be read as weights, and what to do instead."""
+    if kind in ("torchscript", "pt2", "onnx"):
+        return (
+            f"{path} is a {kind} artifact, not weights: adopt it as it is with `torchship import {path} --name NAME`, "
+            "or, for TorchScript, save its weights with torch.save(torch.jit.load(path).state_dict(), 'weights.pt')"
+        )
+    classes = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(error)))) if error else []
+    if classes:
+        return (
+            f"{path} holds pickled Python objects ({', '.join(classes[:3])}), e.g. a whole model saved with "
+            "torch.save(model). torchship reads weights with torch.load(weights_only=True), which refuses to "
+            "unpickle classes because unpickling can run any code in the file. Save the weights instead, where "
+            "the model's class is defined: torch.save(model.state_dict(), 'weights.pt'), and pass that file"
+        )
+    return f"{path} is not a weights file torch can load safely: {error}"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` inside ``path``, whichever of the known layouts it uses."""
     path = Path(path)
@@ -29,10 +69,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"weights file {path} not found: expected a file saved with torch.save holding a state_dict "
             "(e.g. the book's birds_vs_airplanes.pt, a torchvision .pth) or a {'model_state': ...} dict"
         )
+    kind = file_kind(path)
+    if kind in ("torchscript", "pt2", "onnx"):
+        raise WeightsError(refusal(path, kind))
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for damaged or code-carrying files
-        raise WeightsError(f"{path} is not a weights file torch can load safely: {e}") from e
+        raise WeightsError(refusal(path, kind, e)) from e
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         obj = obj["state_dict"]
     elif isinstance(obj, dict) and isinstance(obj.get("model_state"), dict):
@@ -47,12 +90,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights(model: nn.Module, path: str | Path, partial: bool = False) -> list[str]:
+def load_weights(
+    model: nn.Module, path: str | Path, partial: bool = False, partial_flag: str | None = "--partial-weights"
+) -> list[str]:
     """Copies the file's weights into ``model``; returns the names left at their initial values.
 
     Strict by default: a missing, unexpected or differently shaped tensor is an
     error that names it. ``partial`` loads what matches and skips the rest
-    (fine-tuning a model whose head has another number of classes).
+    (fine-tuning a model whose head has another number of classes); the error
+    names ``partial_flag`` when the command offers one.
     """
     state = read_state_dict(path)
     own = model.state_dict()
@@ -65,15 +111,17 @@ def load_weights(model: nn.Module, path: str | Path, partial: bool = False) -> l
             shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched[:5])
             details.append(f"shape mismatch: {shapes}")
         if missing:
-            details.append(f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+            details.append(f"{len(missing)} missing: {_some(missing)}")
         if unexpected:
-            details.append(f"unexpected: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-        raise WeightsError(
-            f"{path} does not fit {type(model).__name__} ({'; '.join(details)}); "
-            "pass --partial-weights to load only the tensors that fit"
-        )
+            details.append(f"{len(unexpected)} unexpected: {_some(unexpected)}")
+        hint = f"; pass {partial_flag} to load only the tensors that fit" if partial_flag else ""
+        raise WeightsError(f"{path} does not fit {type(model).__name__} ({'; '.join(details)}){hint}")
     usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
     if not usable:
         raise WeightsError(f"{path} has no tensor that fits {type(model).__name__}")
     model.load_state_dict(usable, strict=False)
     return sorted(set(missing) | set(mismatched))
+
+
+def _some(keys: list[str], shown: int = 5) -> str:
+    return ", ".join(keys[:shown]) + (f" (and {len(keys) - shown} more)" if len(keys) > shown else "")
