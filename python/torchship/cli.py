@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "torchship.parity",
     "torchship.server_cli",
     "torchship.data.luna.cli",
+    "torchship.analysis.cli",
 )
 
 

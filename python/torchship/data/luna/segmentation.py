@@ -76,6 +76,15 @@ def lung_mask_2d(hu_slice: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(air, iterations=5)
 
 
+def segmentation_input(hu: np.ndarray, slice_ndx: int, context: int = CONTEXT_SLICES) -> np.ndarray:
+    """``[2 * context + 2, H, W]`` float32: context slices in HU / 1000 (clamped at the ends), then the lung mask."""
+    out = np.empty((2 * context + 2, *hu.shape[1:]), dtype=np.float32)
+    for i, ndx in enumerate(range(slice_ndx - context, slice_ndx + context + 1)):
+        out[i] = hu[min(max(ndx, 0), hu.shape[0] - 1)] / HU_DIVISOR
+    out[-1] = lung_mask_2d(hu[slice_ndx])
+    return out
+
+
 class SegmentationCt:
     """A CT with its nodule mask and which slices hold nodule voxels."""
 
@@ -86,13 +95,7 @@ class SegmentationCt:
         self.positive_indexes = sorted({int(i) for i in np.nonzero(self.positive_mask.any(axis=(1, 2)))[0]})
 
     def input_slices(self, slice_ndx: int, context: int = CONTEXT_SLICES) -> np.ndarray:
-        """``[2 * context + 2, H, W]`` float32: context slices in HU / 1000, then the lung mask."""
-        hu = self.ct.hu_a
-        out = np.empty((2 * context + 2, *hu.shape[1:]), dtype=np.float32)
-        for i, ndx in enumerate(range(slice_ndx - context, slice_ndx + context + 1)):
-            out[i] = hu[min(max(ndx, 0), hu.shape[0] - 1)] / HU_DIVISOR
-        out[-1] = lung_mask_2d(hu[slice_ndx])
-        return out
+        return segmentation_input(self.ct.hu_a, slice_ndx, context)
 
 
 class SegmentationCts:
