@@ -3,13 +3,17 @@
 Reference platform: eager PyTorch on CPU in fp32. Every comparison in export
 verification and in the parity tests goes through ``compare``.
 
-The bound is ``atol * max(1, max |expected|)``: absolute for outputs of order 1
-or less, relative to the output's magnitude above that. Float32 rounding
-differences between kernels grow with the size of the values summed; measured
-on the zoo they stay near 1e-6 of the largest output (ONNX Runtime vs eager:
-ResNet-50 with random weights, logits up to 110, differs by 5.8e-5; ResNet-101,
-logits up to 7.4e4, by 0.044), so a purely absolute bound fails models for
-their scale, not for a wrong result.
+The bound is ``atol * max |expected|`` per output tensor: relative to the
+output's own magnitude, whatever it is. Float32 rounding differences between
+kernels grow with the size of the values summed; measured on the zoo they stay
+near 1e-6 of the largest output (ONNX Runtime vs eager: ResNet-50 with random
+weights, logits up to 110, differs by 5.8e-5; ResNet-101, logits up to 7.4e4,
+by 0.044). Scaling down as well as up means two near-zero tensors are compared
+at their own scale, not accepted because both are small.
+
+A reference that cannot tell a right artifact from a wrong one (all zero,
+the same for every random input, or smaller than ``REFERENCE_FLOOR``) fails
+export: ``degenerate`` says why.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-# (runtime, device) -> max abs difference allowed against eager fp32 on CPU (times max(1, max |expected|)).
+# (runtime, device) -> max abs difference allowed against eager fp32 on CPU, times max |expected|.
 _ABS_TOL = {
     ("torchscript", "cpu"): 1e-5,
     # AOTInductor generates its own fused kernels and reduction orders: CycleGAN's InstanceNorm-heavy
@@ -32,7 +36,7 @@ _ABS_TOL = {
 SAME_ARTIFACT_TOL = 1e-6  # one artifact in Python TorchScript vs the C++ runtime, both on CPU
 CUDA_FP32_TOL = 1e-4  # CPU vs CUDA fp32 with TF32 off
 # A model run in reduced precision (Runtime(precision=...), torchship-server --precision) vs eager fp32 on
-# CPU, times max(1, max |expected|). Rounding in fp16/bf16 depends on the model's depth and value ranges, so
+# CPU, times max |expected|. Rounding in fp16/bf16 depends on the model's depth and value ranges, so
 # each bound is stated per model, about ten times what was measured: the seeded chapter 8 Net on 16 images
 # (tests/unit/test_native_runtime.py) differed by fp16 1.4e-4 and bf16 1.2e-3 on CPU, and (same test
 # file, on an H100 with channels_last) by fp16 1.0e-4 and bf16 1.2e-3.
@@ -54,14 +58,14 @@ def tolerance(runtime: str, device: str = "cpu", dtype: torch.dtype = torch.floa
 
 
 def magnitude_scale(expected: torch.Tensor) -> float:
-    """``max(1, max |expected|)`` over the finite values: what ``atol`` is multiplied by (1 for integers,
-    which must match exactly)."""
+    """``max |expected|`` over the finite values: what ``atol`` is multiplied by (1 for integers, which must
+    match exactly, and for a tensor with no finite value)."""
     if not expected.is_floating_point():
         return 1.0
     finite = expected.detach()[torch.isfinite(expected.detach())]
     if finite.numel() == 0:
         return 1.0
-    return max(1.0, float(finite.abs().max()))
+    return float(finite.abs().max())
 
 
 class WithinBound:
@@ -86,7 +90,7 @@ class Comparison(WithinBound):
     max_abs: float
     mean_abs: float
     atol: float
-    scale: float = 1.0  # max(1, max |expected|)
+    scale: float = 1.0  # max |expected|
 
     def __str__(self) -> str:
         verdict = "ok" if self.ok else "FAIL"
@@ -95,7 +99,7 @@ class Comparison(WithinBound):
 
 
 def compare(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> Comparison:
-    """Max and mean absolute difference, judged against ``atol * max(1, max |expected|)``;
+    """Max and mean absolute difference, judged against ``atol * max |expected|``;
     shapes and dtypes must match exactly."""
     actual = torch.as_tensor(actual)
     expected = torch.as_tensor(expected)
@@ -119,3 +123,127 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, what
     if not c.ok:
         raise AssertionError(f"{what}: {c}")
     return c
+
+
+# A reference is degenerate when it cannot tell a right artifact from a wrong one (docs/tolerance.md).
+# Below REFERENCE_FLOOR a float output is mostly the rounding of its model's O(1) intermediates
+# (a random-init EfficientNet-B0's logits measured ~1e-14), so no bound on it means anything.
+REFERENCE_FLOOR = 1e-3
+# Rows of a float output farther apart than this (relative to max |output|) differ for a reason;
+# the same for every random input means the input does not reach the output (a zero-initialised head).
+CONSTANT_SPREAD = 1e-6
+
+
+def degenerate(outputs: list[torch.Tensor]) -> str | None:
+    """Why eager's values of one output over the verification inputs prove nothing, or None.
+
+    ``outputs`` are that output at every case (batch first). Integer and bool
+    outputs are degenerate only when all zero (a detector that finds nothing);
+    float outputs also when below ``REFERENCE_FLOOR`` or constant across rows.
+    """
+    values = [t.detach().cpu() for t in outputs if t.numel()]
+    if not values:
+        return "empty at every verification input"
+    peak = max(float(t.double().abs().max()) if t.dtype != torch.bool else float(t.any()) for t in values)
+    if peak == 0.0:
+        return "all zero for every verification input"
+    if not values[0].is_floating_point():
+        return None
+    if peak < REFERENCE_FLOOR:
+        return f"below the floor {REFERENCE_FLOOR:g} (max |output| {peak:.3g})"
+    rows = [r for t in values for r in t.double().reshape(t.shape[0], -1)]
+    groups: dict[int, list[torch.Tensor]] = {}
+    for r in rows:
+        groups.setdefault(r.numel(), []).append(r)
+    spread = max(float((torch.stack(g) - g[0]).abs().max()) for g in groups.values())
+    if len(rows) > 1 and spread <= CONSTANT_SPREAD * peak:
+        return f"the same for every random input (rows differ by at most {spread:.3g}, max |output| {peak:.3g})"
+    return None
+
+
+# A .pt2 variant compiled in reduced precision or channels_last (docs/variants.md) vs eager fp32 on CPU,
+# times max |expected|, for any model. Measured on the torchvision matrix (docs/tolerance.md).
+VARIANT_TOL = {
+    ("pt2", "fp32"): 5e-5,  # channels_last only: the same arithmetic in another order
+    ("pt2", "bf16"): 5e-2,
+    ("pt2", "fp16"): 1e-2,
+}
+
+
+def variant_tolerance(fmt: str, device: str, precision: str) -> float:
+    """The bound of a compiled variant (``fmt`` in ``precision``) against eager fp32 on CPU."""
+    try:
+        atol = VARIANT_TOL[(fmt, precision)]
+    except KeyError:
+        raise KeyError(f"no tolerance stated for a {precision} {fmt} variant") from None
+    return max(atol, CUDA_FP32_TOL) if device.startswith("cuda") else atol
+
+
+# Detections (torchship.export.detection's padded boxes/scores/labels/count) are compared as sets: NMS and
+# sorting order equal scores arbitrarily, so positions may differ where values agree. Two detections match
+# when their labels are equal, their boxes overlap by at least DETECTION_IOU (fp32 kernels move a box edge by
+# ~1e-5 of the image, IoU 1 - 1e-4 at most) and their scores differ within the runtime's bound.
+DETECTION_IOU = 0.999
+
+
+@dataclass(frozen=True)
+class DetectionComparison(WithinBound):
+    max_abs: float  # worst score difference among matched detections; inf when any is unmatched
+    mean_abs: float
+    atol: float
+    scale: float
+    matched: int
+    unmatched: int
+    min_iou: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.matched} matched, {self.unmatched} unmatched, min IoU {self.min_iou:.6f}, "
+            f"max score difference {self.max_abs:.3g} (bound {self.bound:.3g}) {'ok' if self.ok else 'FAIL'}"
+        )
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), x1 y1 x2 y2."""
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union, (a[:, None] == b[None, :]).all(dim=2).to(inter.dtype))
+
+
+def compare_detections(
+    actual: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, ...], atol: float
+) -> DetectionComparison:
+    """``(boxes, scores, labels, count)`` of a batch against eager's, matched per image as sets.
+
+    Each expected detection takes the unmatched actual one with its label and the
+    highest IoU; a pair matches at IoU >= DETECTION_IOU. The scores' bound is
+    ``atol * max expected score``, as for any output."""
+    boxes_a, scores_a, labels_a, count_a = (t.detach().cpu() for t in actual)
+    boxes_e, scores_e, labels_e, count_e = (t.detach().cpu() for t in expected)
+    matched = unmatched = 0
+    diffs: list[float] = []
+    min_iou = 1.0
+    for i in range(count_e.shape[0]):
+        ne, na = int(count_e[i]), int(count_a[i])
+        free = torch.ones(na, dtype=torch.bool)
+        ious = _iou(boxes_e[i, :ne].double(), boxes_a[i, :na].double()) if ne and na else torch.zeros(ne, na)
+        found = 0
+        for j in range(ne):
+            candidate = torch.where(free & (labels_a[i, :na] == labels_e[i, j]), ious[j], -1.0)
+            k = int(candidate.argmax()) if na else -1
+            if k < 0 or float(candidate[k]) < DETECTION_IOU:
+                continue
+            free[k] = False
+            found += 1
+            min_iou = min(min_iou, float(candidate[k]))
+            diffs.append(abs(float(scores_a[i, k]) - float(scores_e[i, j])))
+        matched += found
+        unmatched += (ne - found) + (na - found)
+    scale = magnitude_scale(scores_e)
+    worst = float("inf") if unmatched else max(diffs, default=0.0)
+    mean = sum(diffs) / len(diffs) if diffs else 0.0
+    return DetectionComparison(worst, mean, atol, scale, matched, unmatched, min_iou)

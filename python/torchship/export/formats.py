@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from torchship.export import toolchain
+from torchship.export import outputs, toolchain
 
 log = logging.getLogger("torchship.export")
 
@@ -60,11 +60,8 @@ def torchscript_deprecation_noted() -> Iterator[None]:
 
 
 def as_tuple(out: object) -> tuple[torch.Tensor, ...]:
-    if isinstance(out, torch.Tensor):
-        return (out,)
-    if isinstance(out, (tuple, list)):
-        return tuple(t for o in out for t in as_tuple(o))
-    raise TypeError(f"model returned {type(out).__name__}; expected a tensor or a tuple of tensors")
+    """Any output structure, flattened in the documented order (``torchship.export.outputs``)."""
+    return outputs.as_flat_tuple(out)
 
 
 def _to(inputs: Sequence[torch.Tensor], device: str) -> list[torch.Tensor]:
@@ -138,7 +135,11 @@ def export_torchscript(
     """Writes ``path``; returns the TracerWarnings raised inside torch (none when scripted)."""
     found: list[dict[str, Any]] = []
     with torchscript_deprecation_noted():
-        if method == "script":
+        if method == "script" and isinstance(model, outputs.FlatOutputs):
+            # Script the model (its control flow survives as one scripted call), then trace the flattening of
+            # its dict/nested output around it: a fixed structure, so tracing it freezes nothing that varies.
+            module, found = _trace(outputs.FlatOutputs(torch.jit.script(model.model)), example)
+        elif method == "script":
             module = torch.jit.script(model)
         elif method == "trace":
             module, found = _trace(model, example)
@@ -184,7 +185,7 @@ def export_onnx(
     path: Path,
     input_names: Sequence[str],
     output_names: Sequence[str],
-    dynamic_shapes: tuple[dict[int, Any], ...],
+    dynamic_shapes: Any,
 ) -> dict[str, Any]:
     """The dynamo exporter with every argument that shapes the file stated, then the full checker.
 
@@ -192,7 +193,9 @@ def export_onnx(
     import onnx
 
     settings = {"dynamo": True, "opset_version": ONNX_OPSET, "optimize": True, "external_data": False}
-    with _onnx_passes_quiet():
+    with _onnx_passes_quiet(), warnings.catch_warnings():
+        # Several inputs share the one batch Dim; the exporter says it names that axis only once.
+        warnings.filterwarnings("ignore", r".*will not be used, since it shares the same shape", UserWarning)
         program = torch.onnx.export(
             model,
             tuple(example),
@@ -243,7 +246,7 @@ def export_pt2(
     model: torch.nn.Module,
     example: Sequence[torch.Tensor],
     path: Path,
-    dynamic_shapes: tuple[dict[int, Any], ...],
+    dynamic_shapes: Any,
     device: str = "cpu",
 ) -> torch.export.ExportedProgram:
     """torch.export (non-strict, dynamic batch) then an AOTInductor package compiled for ``device``.

@@ -98,20 +98,40 @@ def extra_verification_shapes(
     return [doubled]
 
 
+ValueRange = tuple[int, int]
+
+
 def random_inputs(
-    specs: Sequence[TensorSpec], shapes: Sequence[Sequence[int]], batch: int, seed: int
+    specs: Sequence[TensorSpec],
+    shapes: Sequence[Sequence[int]],
+    batch: int,
+    seed: int,
+    value_ranges: Mapping[str, ValueRange] | None = None,
 ) -> list[torch.Tensor]:
-    """Fresh inputs at ``batch`` rows: standard normal floats, zeros for integer inputs (indices stay valid)."""
+    """Fresh inputs at ``batch`` rows: standard normal floats; integers uniform in the input's
+    ``value_ranges`` entry (both ends included), bools random, other integers zero (indices stay valid)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for spec, shape in zip(specs, shapes, strict=True):
         dtype = DTYPES[spec.dtype]
         full = (batch, *shape[1:])
+        low_high = (value_ranges or {}).get(spec.name)
         if dtype.is_floating_point:
             out.append(torch.randn(full, generator=g, dtype=torch.float32).to(dtype))
+        elif dtype == torch.bool:
+            out.append(torch.randint(0, 2, full, generator=g).to(torch.bool))
+        elif low_high is not None:
+            out.append(torch.randint(low_high[0], low_high[1] + 1, full, generator=g).to(dtype))
         else:
             out.append(torch.zeros(full, dtype=dtype))
     return out
+
+
+def observed_range(t: torch.Tensor) -> ValueRange | None:
+    """[min, max] of an integer example, the values verification draws from; None for floats and bools."""
+    if t.is_floating_point() or t.dtype == torch.bool or t.numel() == 0:
+        return None
+    return int(t.min()), int(t.max())
 
 
 def dynamic_shapes(specs: Sequence[TensorSpec], max_batch_size: int) -> tuple[dict[int, Any], ...]:

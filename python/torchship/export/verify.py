@@ -3,21 +3,27 @@
 Inputs are fresh random tensors (not the example the artifact was traced
 with) at batch sizes 1, 3 and max_batch_size, plus other feature shapes for
 models with dynamic H/W. Eager outputs are computed once per case and shared by
-all formats. Every comparison goes through ``torchship.tolerance``.
+all formats; one more eager draw at a batch already used shows outputs whose
+sizes or values do not follow the inputs (data-dependent sizes, degenerate
+references). Every comparison goes through ``torchship.tolerance``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from torchship import tolerance
+from torchship.export import outputs as structure
 from torchship.export.errors import ExportError, root_cause
-from torchship.export.formats import Runner, as_tuple
-from torchship.export.shapes import Shape, format_shape, random_inputs
+from torchship.export.formats import Runner
+from torchship.export.shapes import Shape, ValueRange, format_shape, random_inputs
 from torchship.models.registry import TensorSpec
+from torchship.tensors import datatype_of
 
 
 @dataclass(frozen=True)
@@ -30,12 +36,12 @@ class VerificationRow(tolerance.WithinBound):
     atol: float
     device: str = "cpu"
     sample_shape: str = ""  # the first input's shape without the batch, e.g. "3x64x64"
-    scale: float = 1.0  # max(1, max |eager output|): the policy's bound is atol * scale
+    scale: float = 1.0  # max |eager output|: the policy's bound is atol * scale
 
 
 @dataclass(frozen=True)
 class Case:
-    """One comparison point: inputs at a batch size and feature shape, and eager's answer."""
+    """One comparison point: inputs at a batch size and feature shape, and eager's answer (flattened)."""
 
     batch_size: int
     sample_shape: str
@@ -43,45 +49,100 @@ class Case:
     expected: tuple[torch.Tensor, ...]
 
 
+@dataclass(frozen=True)
+class Eager:
+    """Eager PyTorch's answers: the cases artifacts are compared on, and every run (cases plus a second
+    draw at one batch size, so sizes or values that follow the input values show) as raw structures."""
+
+    cases: list[Case]
+    runs: list[tuple[tuple[Shape, ...], Any]]  # (input shapes with the batch, raw output)
+
+
 def verification_batches(max_batch_size: int) -> list[int]:
     return sorted({b for b in (1, 3, max_batch_size) if b <= max_batch_size})
 
 
-def build_cases(
+def run_eager(
     model: torch.nn.Module,
     model_name: str,
     inputs: Sequence[TensorSpec],
-    outputs: Sequence[TensorSpec],
     examples: Sequence[Shape],
     extra_shapes: Sequence[Sequence[Shape]],
     max_batch_size: int,
     seed: int,
-) -> list[Case]:
-    """Eager outputs for every case; also checks they match the declared output specs."""
+    value_ranges: Mapping[str, ValueRange] | None = None,
+) -> Eager:
+    """Eager outputs at batch sizes 1, 3 and max (and the extra feature shapes), plus one more draw."""
     plans = [(b, list(examples)) for b in verification_batches(max_batch_size)]
     plans += [(min(3, max_batch_size), list(shapes)) for shapes in extra_shapes]
-    cases = []
+    plans.append((min(3, max_batch_size), list(examples)))  # the second draw: compared with eager only
+    cases, runs = [], []
     for i, (batch, shapes) in enumerate(plans):
-        x = random_inputs(inputs, shapes, batch, seed + 1000 * i + batch)
+        x = random_inputs(inputs, shapes, batch, seed + 1000 * i + batch, value_ranges)
         try:
             with torch.no_grad():
-                y = as_tuple(model(*x))
+                raw = model(*x)
         except Exception as e:
             at = f"batch {batch}, input {format_shape(shapes[0][1:])}"
             raise ExportError(f"model {model_name!r}: eager PyTorch failed at {at}: {root_cause(e)}") from e
-        if len(y) != len(outputs):
-            raise ExportError(
-                f"model {model_name!r}: eager PyTorch returned {len(y)} output(s); the registry declares "
-                f"{len(outputs)} ({', '.join(o.name for o in outputs)})"
-            )
-        for spec, t in zip(outputs, y, strict=True):
-            if spec.shape_problem(tuple(t.shape)) or t.shape[0] != batch:
-                raise ExportError(
-                    f"model {model_name!r}: eager output '{spec.name}' has shape {list(t.shape)} at batch {batch}; "
-                    f"the registry declares {list(spec.shape)}"
-                )
-        cases.append(Case(batch, format_shape(shapes[0][1:]), tuple(x), y))
-    return cases
+        runs.append((tuple(tuple(t.shape) for t in x), raw))
+        if i < len(plans) - 1:
+            cases.append(Case(batch, format_shape(shapes[0][1:]), tuple(x), ()))
+    return Eager(cases, runs)
+
+
+def output_specs(
+    eager: Eager, model_name: str, declared: Sequence[TensorSpec] | Sequence[str] | None = None
+) -> tuple[list[TensorSpec], list[Case]]:
+    """The output specs (declared, or derived from eager's outputs) and the cases with their flat answers.
+
+    Raises ExportError naming the output when the structure cannot be served
+    (no batch dimension, data-dependent sizes, per-sample lists) or eager
+    disagrees with a declaration."""
+    try:
+        names = structure.check_structure([(shapes[0][0], raw) for shapes, raw in eager.runs])
+        flat = [structure.as_flat_tuple(raw) for _, raw in eager.runs]
+        derived = [
+            structure.check_batched(name, [(shapes, f[i]) for (shapes, _), f in zip(eager.runs, flat, strict=True)])
+            for i, name in enumerate(names)
+        ]
+    except structure.OutputStructureError as e:
+        raise ExportError(f"model {model_name!r}: {e}") from e
+    declared = list(declared or [])
+    if declared and len(declared) != len(names):
+        shown = ", ".join(d.name if isinstance(d, TensorSpec) else d for d in declared)
+        raise ExportError(
+            f"model {model_name!r}: eager PyTorch returned {len(names)} output(s) ({', '.join(names)}); "
+            f"{len(declared)} are declared ({shown})"
+        )
+    specs = []
+    for i, name in enumerate(names):
+        dtype = datatype_of(flat[0][i].dtype)
+        given = declared[i] if declared else name
+        if isinstance(given, TensorSpec):
+            for (shapes, _), f in zip(eager.runs, flat, strict=True):
+                t = f[i]
+                if given.shape_problem(tuple(t.shape)) or t.shape[0] != shapes[0][0]:
+                    raise ExportError(
+                        f"model {model_name!r}: eager output '{given.name}' has shape {list(t.shape)} at batch "
+                        f"{shapes[0][0]}; the registry declares {list(given.shape)}"
+                    )
+            specs.append(given)
+        else:
+            specs.append(TensorSpec(given, derived[i], dtype))
+    cases = [dataclasses.replace(c, expected=f) for c, f in zip(eager.cases, flat, strict=False)]
+    return specs, cases
+
+
+def degenerate_outputs(eager: Eager, specs: Sequence[TensorSpec]) -> dict[str, str]:
+    """Output name -> why eager's values of it prove nothing (tolerance.degenerate), for each such output."""
+    flat = [structure.as_flat_tuple(raw) for _, raw in eager.runs]
+    found = {}
+    for i, spec in enumerate(specs):
+        reason = tolerance.degenerate([f[i] for f in flat])
+        if reason:
+            found[spec.name] = reason
+    return found
 
 
 def verify(
@@ -91,9 +152,11 @@ def verify(
     cases: Sequence[Case],
     outputs: Sequence[TensorSpec],
     model_name: str,
+    atol: float | None = None,
 ) -> list[VerificationRow]:
-    """Run every case through ``runner``; comparison failures become rows, a crash an ExportError."""
-    atol = tolerance.tolerance(fmt, device)
+    """Run every case through ``runner``; comparison failures become rows, a crash an ExportError.
+    ``atol`` defaults to the policy's for ``fmt`` on ``device``."""
+    atol = tolerance.tolerance(fmt, device) if atol is None else atol
     where = f"model {model_name!r}: {fmt} artifact on {device}"
     rows = []
     for case in cases:
@@ -119,7 +182,7 @@ def verify(
 
 def format_table(rows: Sequence[VerificationRow]) -> str:
     """Device and input-shape columns appear only when they vary, so the common table stays short.
-    ``tol`` is the policy's bound for the row: atol times max(1, max |eager output|)."""
+    ``tol`` is the policy's bound for the row: atol times max |eager output|."""
     show_device = any(r.device != "cpu" for r in rows)
     show_shape = len({r.sample_shape for r in rows}) > 1
     head = f"{'format':<12}"
@@ -144,6 +207,6 @@ def failure_summary(model_name: str, rows: Sequence[VerificationRow]) -> str:
         lines.append(
             f"  {r.format} on {r.device}: output '{r.output}' at batch {r.batch_size}"
             f"{', input ' + r.sample_shape if r.sample_shape else ''}: max abs difference {r.max_abs:.3g} "
-            f"> tolerance {r.bound:.3g}" + (f" ({r.atol:g} x output magnitude {r.scale:.3g})" if r.scale > 1 else "")
+            f"> tolerance {r.bound:.3g} ({r.atol:g} x output magnitude {r.scale:.3g})"
         )
     return "\n".join(lines) + "\n" + format_table(rows)
