@@ -88,7 +88,7 @@ def import_modules(global_args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
-    except ImportError as e:  # --import, or an installed package's entry point: one clear line
+    except (ImportError, ValueError) as e:  # --import, or another package's models or recipes: one clear line
         print(f"torchship: error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

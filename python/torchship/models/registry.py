@@ -240,6 +240,11 @@ def register_model(
         names = [e.name for e in entries]
         if len(set(names)) != len(names):
             raise ValueError(f"architecture {arch!r} declares a weights name twice: {names}")
+        for entry in entries:
+            if entry.name in _REGISTRY:
+                raise ValueError(
+                    f"model {entry.name!r} is registered twice ({_origin(_REGISTRY[entry.name])} and {_origin(entry)})"
+                )
         for entry in entries:  # all checked before any is registered
             register(entry)
         return builder

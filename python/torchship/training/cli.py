@@ -11,7 +11,7 @@ from typing import Any
 from torchship.training import luna_cli, thermometer
 from torchship.training.classifier import ClassifierConfig, train_classifier
 from torchship.training.distributed import DEVICES
-from torchship.training.recipes import ImageRecipe, get_dataset, image_recipes
+from torchship.training.recipes import Dataset, ImageRecipe, get_dataset, image_recipes
 
 
 def _common_options(
@@ -113,6 +113,14 @@ def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
         "Runs on several processes with `torchrun --nproc_per_node N -m torchship.cli train "
         f"{recipe.name} ...` (DistributedDataParallel: gloo on CPU, NCCL on CUDA).",
     )
+    try:
+        _image_options(p, recipe, dataset)
+    except argparse.ArgumentError as e:  # a data set of another package named an option like one of ours
+        raise ValueError(f"data set {dataset.name!r} declares an option the recipes already have: {e}") from e
+    p.set_defaults(func=lambda a: _run_image(a, recipe))
+
+
+def _image_options(p: argparse.ArgumentParser, recipe: ImageRecipe, dataset: Dataset) -> None:
     for option in dataset.options:  # the data set's own options, passed to its loader by keyword
         flag = "--" + option.name.replace("_", "-")
         p.add_argument(flag, type=option.type, default=option.default, help=option.help)
@@ -176,7 +184,6 @@ def _image(sub: argparse._SubParsersAction, recipe: ImageRecipe) -> None:
         "(default %(default)s)",
     )
     p.add_argument("--comment", default="", help="suffix of the TensorBoard run folders")
-    p.set_defaults(func=lambda a: _run_image(a, recipe))
 
 
 def _run_image(args: argparse.Namespace, recipe: ImageRecipe) -> int:
