@@ -104,7 +104,7 @@ def test_module_function_names_a_registered_builder_and_explains_the_rest() -> N
     [
         ([Weights("w", labels=("a", "a"))], (-1, 2), "labels repeat a name"),
         ([Weights("w", labels=("a", "b"), num_classes=3)], (-1, 3), "num_classes 3 but 2 labels"),
-        ([Weights("w", labels=("a", "b", "c"))], (-1, 2), "has 3 classes but no output ends in a dimension of 3"),
+        ([Weights("w", labels=("a", "b", "c"))], (-1, 2), "have 3 classes but no output ends in a dimension of 3"),
         ([Weights("w"), Weights("w")], (-1, 2), "declares a weights name twice"),
         ([Weights("net")], (-1, 2), "model 'net' is registered twice"),
     ],

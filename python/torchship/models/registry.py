@@ -179,10 +179,7 @@ M = TypeVar("M", bound=Callable[..., nn.Module])
 
 def register(entry: ModelEntry) -> ModelEntry:
     """Adds one entry; its architecture is recorded (or extended) under ``entry.architecture``."""
-    if entry.name in _REGISTRY:
-        raise ValueError(
-            f"model {entry.name!r} is registered twice ({_origin(_REGISTRY[entry.name])} and {_origin(entry)})"
-        )
+    _check_free(entry)
     arch = _ARCHITECTURES.get(entry.architecture)
     if arch is not None and arch.builder is not entry.constructor:
         raise ValueError(
@@ -240,12 +237,9 @@ def register_model(
         names = [e.name for e in entries]
         if len(set(names)) != len(names):
             raise ValueError(f"architecture {arch!r} declares a weights name twice: {names}")
-        for entry in entries:
-            if entry.name in _REGISTRY:
-                raise ValueError(
-                    f"model {entry.name!r} is registered twice ({_origin(_REGISTRY[entry.name])} and {_origin(entry)})"
-                )
         for entry in entries:  # all checked before any is registered
+            _check_free(entry)
+        for entry in entries:
             register(entry)
         return builder
 
@@ -258,10 +252,10 @@ def _weights_entry(
     """The architecture's fields (``common``) with one variant's meaning applied."""
     labels = tuple(v.labels) if v.labels is not None else None
     if labels is not None and len(set(labels)) != len(labels):
-        raise ValueError(f"variant {v.name!r}: labels repeat a name")
+        raise ValueError(f"weights {v.name!r}: labels repeat a name")
     num_classes = v.num_classes if v.num_classes is not None else (len(labels) if labels else None)
     if labels and num_classes != len(labels):
-        raise ValueError(f"variant {v.name!r}: num_classes {num_classes} but {len(labels)} labels")
+        raise ValueError(f"weights {v.name!r}: num_classes {num_classes} but {len(labels)} labels")
     args = dict(default_args)
     if num_classes is not None and _takes(common["constructor"], "num_classes"):
         args["num_classes"] = num_classes
@@ -269,8 +263,8 @@ def _weights_entry(
     specs = tuple(v.outputs) if v.outputs is not None else outputs
     if num_classes is not None and not any(s.shape[-1] == num_classes for s in specs):
         raise ValueError(
-            f"variant {v.name!r} of {common['architecture']!r} has {num_classes} classes but no output ends in a "
-            f"dimension of {num_classes} ({[list(s.shape) for s in specs]}); declare the variant's outputs="
+            f"weights {v.name!r} of {common['architecture']!r} have {num_classes} classes but no output ends in a "
+            f"dimension of {num_classes} ({[list(s.shape) for s in specs]}); declare Weights(..., outputs=...)"
         )
     return ModelEntry(
         **{**common, "description": v.description or common["description"]},
@@ -302,8 +296,10 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def _origin(entry: ModelEntry) -> str:
-    return _qualname(entry.constructor)
+def _check_free(entry: ModelEntry) -> None:
+    if entry.name in _REGISTRY:
+        first = _qualname(_REGISTRY[entry.name].constructor)
+        raise ValueError(f"model {entry.name!r} is registered twice ({first} and {_qualname(entry.constructor)})")
 
 
 # --- lookups (each loads the installed packages' models first) ------------------
@@ -326,7 +322,7 @@ def get(name: str) -> ModelEntry:
         f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}. Models of other packages "
         "come from their 'torchship.models' entry points (pip install the package) or from "
         "`torchship --import MODULE ...`"
-    ) from None
+    )
 
 
 def names() -> list[str]:
