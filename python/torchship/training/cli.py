@@ -223,7 +223,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model of the book and write a checkpoint",
         description="Train a model of the book with its procedure and write a torchship checkpoint "
-        "(the input of `torchship export`). `torchship train RECIPE --help` lists each recipe's options.",
+        "(the input of `torchship export`). `torchship train RECIPE --help` lists each recipe's options. "
+        "Every registered model whose weights declare a registered data set has a recipe "
+        "<dataset>-<architecture>, those of installed packages too (entry points torchship.models and "
+        "torchship.recipes, or `torchship --import MODULE train ...`).",
     )
     recipes = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     _thermometer(recipes, "thermometer-linear", "thermometer_linear", thermometer.ThermometerConfig())
