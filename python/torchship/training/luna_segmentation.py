@@ -179,6 +179,11 @@ class LunaSegmentationApp:
         train_nodules = [n for n in nodules if n.series_uid in set(self.train_series)]
         self.train_ds = TrainingLuna2dSegmentationDataset(self.cts, train_nodules, cfg.epoch_size, seed=cfg.seed)
         self.val_ds = Luna2dSegmentationDataset(self.cts, self.val_series, full_ct=False)
+        if len(self.val_ds) == 0:
+            raise ValueError(
+                f"the {len(self.val_series)} validation series (every {cfg.val_stride}th) hold no annotated nodule; "
+                "use more series or another --val-stride"
+            )
         torch.manual_seed(cfg.seed)
         self.model = UNetWrapper(**MEAP_SEGMENTATION_ARGS).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
