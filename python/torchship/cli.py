@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from torchship.extras import missing_extra_message
+
 # Each module adds its subcommand with register(subparsers) and sets `func` on it.
 COMMAND_MODULES = (
     "torchship.training.cli",
@@ -40,8 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
         "'torchship.models' / 'torchship.recipes' entry points are loaded without it",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    missing = []  # command modules whose stage library is not installed: the other commands still work
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            importlib.import_module(name).register(sub)
+        except ModuleNotFoundError as e:
+            if (message := missing_extra_message(e)) is None:
+                raise
+            missing.append(f"the commands of {name}: {message}")
+    if missing:
+        parser.epilog = "Not available here: " + "; ".join(missing)
+        fail = parser.error  # argparse's own, after naming what to install
+        parser.error = lambda text: fail(f"{text}\n{parser.epilog}")  # type: ignore[method-assign]
     return parser
 
 
@@ -101,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # user-facing: one clear line, not a traceback
         if args.verbose:
             raise
-        print(f"torchship {args.command}: error: {e}", file=sys.stderr)
+        # A stage's library comes with an extra of the package: name the extra.
+        extra = missing_extra_message(e) if isinstance(e, ModuleNotFoundError) else None
+        print(f"torchship {args.command}: error: {extra or e}", file=sys.stderr)
         return 1
 
 

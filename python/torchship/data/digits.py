@@ -16,12 +16,8 @@ from torchship.models.cifar import DIGITS_LABELS, digits_to_images
 
 def load_digits_pixels() -> tuple[torch.Tensor, torch.Tensor]:
     """The raw data set: pixels ``[1797, 8, 8]`` (float32, values 0..16) and int64 labels."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError(
-            "the digits recipes need scikit-learn (its bundled load_digits data set): pip install scikit-learn"
-        ) from e
+    from sklearn.datasets import load_digits  # the train extra; the CLI names it when missing (torchship.extras)
+
     bunch = load_digits()
     pixels = torch.as_tensor(bunch.images, dtype=torch.float32)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)

@@ -22,13 +22,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm import tqdm
 
 from torchship import models
 from torchship.data.images import ClassificationData, ImageSplit
@@ -36,6 +35,9 @@ from torchship.training import distributed
 from torchship.training.checkpoint import load_checkpoint, make_checkpoint, resume_state, save_checkpoint
 from torchship.training.metrics import classification_metrics, confusion_matrix
 from torchship.training.weights import load_weights
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +289,8 @@ def _run(
     writers = _writers(cfg, ctx)
     show = progress and ctx.is_main
     total = (cfg.epochs - loop.start_epoch) * loop.steps_per_epoch
+    from tqdm import tqdm  # the train extra: torchship's core imports without it
+
     bar = tqdm(total=total, desc=cfg.run_name, unit="batch", disable=not show, dynamic_ncols=True)
     say = bar.write if show else log.info
     if ctx.is_main:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tqdm import tqdm
 
 from torchship.data.thermometer import split_indices, thermometer_data
 from torchship.models.thermometer import ThermometerLinear, ThermometerMLP
@@ -92,6 +91,8 @@ def train_linear(cfg: ThermometerConfig, progress: bool = True) -> ThermometerRe
 
     history: list[tuple[int, float, float | None]] = []
     loss_value = float("nan")
+    from tqdm import tqdm  # the train extra: torchship's core imports without it
+
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="thermometer-linear", disable=not progress, unit="epoch"):
         if cfg.method == "manual":
             with torch.no_grad():
@@ -136,6 +137,8 @@ def train_mlp(cfg: ThermometerConfig, progress: bool = True) -> ThermometerResul
     model = ThermometerMLP(hidden=cfg.hidden, input_scale=cfg.input_scale)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
     history: list[tuple[int, float, float | None]] = []
+    from tqdm import tqdm  # the train extra: torchship's core imports without it
+
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="thermometer-mlp", disable=not progress, unit="epoch"):
         loss = _mse(model(t_u), t_c)
         optimizer.zero_grad()
