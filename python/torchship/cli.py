@@ -18,6 +18,7 @@ from torchship.extras import missing_extra_message
 COMMAND_MODULES = (
     "torchship.training.cli",
     "torchship.export.cli",
+    "torchship.export.importer",
     "torchship.runtime_cli",
     "torchship.parity",
     "torchship.server_cli",

@@ -53,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         verify_shapes=parse_named_shapes(args.verify_shape) or None,
         torchscript_method=args.torchscript_method,
         seed=args.seed,
+        variants=split_list(args.variants or ""),
+        allow_degenerate=args.allow_degenerate or (),
     )
     print(format_table(result.rows))
     print(f"exported {result.model} version {result.version} ({result.weights}) -> {result.directory}")
@@ -105,4 +107,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a further shape to verify at (repeatable), e.g. image=1x3x227x227; default: dynamic sizes doubled",
     )
     p.add_argument("--torchscript-method", choices=("trace", "script"), help="override the registry's choice")
+    p.add_argument(
+        "--variants",
+        metavar="V1,V2",
+        help="further compiled .pt2 variants (docs/variants.md), each verified: bf16, bf16-cl, fp32-cl on the CPU; "
+        "fp16, fp16-cl with --device cuda",
+    )
+    p.add_argument(
+        "--allow-degenerate",
+        action="append",
+        metavar="OUTPUT",
+        help="export although this output's eager reference is degenerate (all zero, constant or below the floor "
+        "of docs/tolerance.md); the manifest and the log say so",
+    )
     p.set_defaults(func=_run)
