@@ -121,6 +121,7 @@ def test_annotation_mask_grows_over_the_dense_nodule_only() -> None:
     class FakeCt:
         series_uid = "s"
         hu_a = np.full((20, 30, 30), -900.0, dtype=np.float32)
+        vx_size_xyz = (1.0, 1.0, 1.0)
 
         def xyz2irc(self, xyz: tuple[float, float, float]) -> tuple[int, int, int]:
             return tuple(int(v) for v in xyz)  # type: ignore[return-value]
@@ -133,6 +134,10 @@ def test_annotation_mask_grows_over_the_dense_nodule_only() -> None:
     expected = np.zeros_like(mask)
     expected[8:13, 10:16, 12:15] = True
     np.testing.assert_array_equal(mask, expected)
+    ct.hu_a[:, 10:16, 12:15] = 50.0  # the nodule against a dense wall along the slices
+    small = CandidateInfoTuple(True, True, False, 3.0, "s", XyzTuple(10, 13, 13))
+    mask = annotation_mask(ct, [small])  # type: ignore[arg-type]
+    assert mask.any(axis=(1, 2)).nonzero()[0].tolist() == list(range(7, 14))  # one diameter (3 voxels) each way
 
 
 def test_lung_mask_finds_the_lungs_inside_the_body() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -182,8 +183,14 @@ def test_segmentation_app_learns_and_saves_the_best(tiny_luna: Path, tmp_path: P
     )
     app = LunaSegmentationApp(cfg)
     assert not set(app.train_series) & set(app.val_series)
+    # Without annotations in the validation series there is nothing to validate on: a clear error.
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_luna, bare)
+    for name in ("annotations.csv", "annotations_with_malignancy.csv"):
+        lines = (bare / name).read_text().splitlines(keepends=True)
+        (bare / name).write_text("".join(line for line in lines if line.split(",")[0] not in app.val_series))
     with pytest.raises(ValueError, match="hold no annotated nodule"):
-        LunaSegmentationApp(LunaSegmentationConfig(data_dir=str(tiny_luna), val_stride=3, tb_dir=None))
+        LunaSegmentationApp(LunaSegmentationConfig(data_dir=str(bare), val_stride=2, tb_dir=None))
     result = app.main(out=tmp_path / "seg.ckpt")
     first, last = result.history[0]["trn"], result.history[-1]["trn"]
     assert last["loss/all"] < first["loss/all"]

@@ -3,7 +3,9 @@
 - ``annotation_mask``: for each annotated nodule, a box grown outward from its
   centre voxel along each axis while the HU there stays above ``threshold_hu``
   (so it holds one voxel of lower density at its rim), then intersected with
-  ``HU > threshold_hu``. The published edition's threshold, -700 HU, and label
+  ``HU > threshold_hu``. Unlike the book, growth stops at one diameter from the
+  centre: a nodule against a vessel or the chest wall otherwise takes in all
+  the dense tissue in line with it. The published edition's threshold, -700 HU, and label
   (every nodule; the early-access text labels malignant nodules plus all dense
   tissue in the lungs).
 - ``lung_mask_2d``: the early-access edition's per-slice lung mask: dense tissue
@@ -18,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -47,9 +50,13 @@ def annotation_mask(
         if not all(0 <= c < s for c, s in zip(center, shape, strict=True)):
             raise LunaDataError(f"nodule of {ct.series_uid} at {list(nodule.center_xyz)} lies outside the CT")
         radii = []
+        spacing_irc = tuple(ct.vx_size_xyz)[::-1]
         for axis in range(3):
             radius = 2
-            while True:
+            # Never more than one diameter from the centre: a nodule touching a vessel or the chest wall
+            # would otherwise grow its box through every dense voxel in line (see the module docstring).
+            limit = max(2, math.ceil(nodule.diameter_mm / spacing_irc[axis])) if nodule.diameter_mm > 0 else 2
+            while radius < limit:
                 lo, hi = list(center), list(center)
                 lo[axis] -= radius
                 hi[axis] += radius

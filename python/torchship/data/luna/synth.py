@@ -8,7 +8,7 @@ hard the tasks are:
 
 Scan geometry
   A block of chest ``shape`` = (slices, rows, columns), default 64 x 128 x 128 voxels. Per series: in-plane
-  spacing U(0.65, 0.95) mm, slice spacing one of 1.25 / 1.5 / 2.0 / 2.5 mm, a non-zero origin, and one
+  spacing U(0.65, 0.95) mm, slice spacing one of 1.0 / 1.25 / 1.5 / 2.0 / 2.5 mm, a non-zero origin, and one
   series in three stored with x and y flipped (direction (-1, 0, 0, 0, -1, 0, 0, 0, 1)).
 Anatomy (HU)
   outside air -1000; an elliptic body of soft tissue (+40) under a 5 mm fat layer (-100); a spine at the
@@ -266,7 +266,7 @@ def generate_series(cfg: SynthConfig, index: int) -> tuple[dict, np.ndarray, lis
     """One scan: (geometry, int16 volume, nodules, non-nodule candidate centres in irc)."""
     rng = np.random.default_rng([cfg.seed, index])
     in_plane = float(np.round(rng.uniform(0.65, 0.95), 4))
-    thickness = float(rng.choice([1.25, 1.5, 2.0, 2.5]))
+    thickness = float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5]))
     mm = np.array([thickness, in_plane, in_plane])
     scan = _Scan(cfg.shape, mm, rng)
     lung = _anatomy(scan)
