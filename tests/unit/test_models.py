@@ -321,7 +321,8 @@ def test_luna_model_returns_logits_and_probabilities_that_sum_to_one() -> None:
     torch.testing.assert_close(probabilities, torch.softmax(logits, dim=1))
     entry = models.get("luna_classifier")
     assert [s.name for s in entry.outputs] == ["logits", "probabilities"]
-    assert entry.labels == ("benign", "malignant")
+    assert entry.labels == ("non_nodule", "nodule")  # the published edition's reading of candidates.csv
+    assert models.get("luna_malignancy").labels == ("benign", "malignant")
 
 
 def test_luna_init_is_the_books() -> None:

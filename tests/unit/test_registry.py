@@ -61,7 +61,7 @@ def test_get_model_and_list_models_as_torchvision_does() -> None:
     assert isinstance(model, cifar.Net) and model.fc2.out_features == 10  # the variant's class count
     assert torchship.get_model("net", num_classes=5).fc2.out_features == 5  # config overrides it
     assert torchship.list_models() == models.names()
-    assert torchship.list_models(module="torchship.models.luna") == ["luna_classifier"]
+    assert torchship.list_models(module="torchship.models.luna") == ["luna_classifier", "luna_malignancy"]
     assert "resnet18" in torchship.list_models(module=models.imagenet)
 
 

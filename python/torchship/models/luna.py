@@ -6,8 +6,10 @@ LunaBlocks (each halves every side: 32x48x48 -> 2x3x3, 64 channels = 1152) and a
 Linear(1152, 2) head. ``forward`` returns ``(logits, probabilities)``: logits for
 CrossEntropyLoss in training, softmax probabilities for serving.
 
-Labels are the MEAP text's (chapters 10-13 read ``candidates.csv`` ``class`` as
-malignancy): index 0 "benign", index 1 "malignant", so ``probabilities[:, 1]`` is
+Labels follow the published edition: ``luna_classifier`` tells nodules from
+non-nodules (``candidates.csv`` ``class``; the early-access text read it as
+malignancy), and ``luna_malignancy``, the same architecture fine-tuned in
+chapter 14, tells malignant from benign nodules: its ``probabilities[:, 1]`` is
 chapter 15's ``prob_malignant``.
 """
 
@@ -81,6 +83,12 @@ class LunaModel(nn.Module):
         return linear_output, self.head_softmax(linear_output)
 
 
+LUNA_CROP_PREPROCESSING = {
+    "hu_clip": [-1000.0, 1000.0],
+    "crop_irc": [32, 48, 48],  # index (slices), row, column around the candidate centre
+    "normalize": "in_model",  # tail BatchNorm3d
+}
+
 register_model(
     "luna_classifier",
     inputs=(TensorSpec("ct_chunk", (-1, 1, 32, 48, 48)),),
@@ -88,14 +96,17 @@ register_model(
     weights=[
         Weights(
             "luna_classifier",
-            labels=("benign", "malignant"),
-            preprocessing={
-                "hu_clip": [-1000.0, 1000.0],
-                "crop_irc": [32, 48, 48],  # index (slices), row, column around the candidate centre
-                "normalize": "in_model",  # tail BatchNorm3d
-            },
+            labels=("non_nodule", "nodule"),
+            preprocessing=LUNA_CROP_PREPROCESSING,
             dataset="luna16",
-        )
+        ),
+        Weights(
+            "luna_malignancy",
+            labels=("benign", "malignant"),
+            preprocessing=LUNA_CROP_PREPROCESSING,
+            dataset="luna16",
+            description="Chapter 14: LunaModel fine-tuned from luna_classifier on malignant vs benign nodules",
+        ),
     ],
     description="Chapter 11 LunaModel: 3D CNN nodule candidate classifier on 32x48x48 CT chunks",
     max_batch_size=256,  # the book trains at batch 256

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from torchship import models
 from torchship.data.luna.cache import CropCache, CtSource
 from torchship.data.luna.candidates import candidate_info_list
 from torchship.data.luna.datasets import Augmentation, LunaDataset
@@ -45,7 +46,7 @@ METRICS_LABEL_NDX, METRICS_PRED_NDX, METRICS_LOSS_NDX = 0, 1, 2
 METRICS_SIZE = 3
 THRESHOLD = 0.5
 HISTOGRAM_BINS = [x / 50.0 for x in range(51)]
-TASK_LABELS = {"nodule": ("non_nodule", "nodule"), "malignancy": ("benign", "malignant")}
+TASK_MODELS = {"nodule": "luna_classifier", "malignancy": "luna_malignancy"}  # registry names (same architecture)
 
 
 @dataclass
@@ -75,8 +76,8 @@ class LunaClassifierConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch size and epochs must be at least 1, got {self.batch_size} and {self.epochs}")
-        if self.task not in TASK_LABELS:
-            raise ValueError(f"task must be one of {sorted(TASK_LABELS)}, not {self.task!r}")
+        if self.task not in TASK_MODELS:
+            raise ValueError(f"task must be one of {sorted(TASK_MODELS)}, not {self.task!r}")
         if self.finetune_depth < 1:
             raise ValueError(f"--finetune-depth must be at least 1, got {self.finetune_depth}")
 
@@ -127,8 +128,8 @@ def finetune_model(model: LunaModel, checkpoint_path: str, depth: int) -> list[s
     Returns the names of the blocks left trainable.
     """
     ckpt = load_checkpoint(checkpoint_path)
-    if ckpt["model"] != "luna_classifier":
-        raise ValueError(f"--finetune {checkpoint_path} holds a {ckpt['model']!r}, not a luna_classifier checkpoint")
+    if models.get(ckpt["model"]).architecture != "luna_classifier":
+        raise ValueError(f"--finetune {checkpoint_path} holds a {ckpt['model']!r}, not a LunaModel checkpoint")
     blocks = [name for name, sub in model.named_children() if any(True for _ in sub.parameters())]
     if depth > len(blocks):
         raise ValueError(f"--finetune-depth {depth} exceeds the model's {len(blocks)} blocks: {blocks}")
@@ -290,12 +291,11 @@ class LunaClassifierApp:
     def checkpoint(self, history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         last = history[-1]
         ckpt = make_checkpoint(
-            "luna_classifier",
+            TASK_MODELS[self.cfg.task],
             self.model,
             metrics={f"val_{k}": v for k, v in last["val"].items()},
             training={**asdict(self.cfg), "epochs_done": last["epoch"], "seconds": seconds},
         )
-        ckpt["labels"] = list(TASK_LABELS[self.cfg.task])
         ckpt["task"] = self.cfg.task
         return ckpt
 
@@ -304,7 +304,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", required=True, help="a LUNA16 copy or a synth-luna folder (subset0..9, CSVs)")
     p.add_argument(
         "--task",
-        choices=sorted(TASK_LABELS),
+        choices=sorted(TASK_MODELS),
         default="nodule",
         help="nodule vs non-nodule (chapters 11-12) or malignant vs benign nodules (chapter 14)",
     )
