@@ -7,7 +7,9 @@
 
 #include "torchship/device.h"
 #include "torchship/errors.h"
+#include "torchship/op_libraries.h"
 #include "torchship/repository.h"
+#include "torchship/variants.h"
 
 namespace py = pybind11;
 using namespace torchship;
@@ -69,6 +71,14 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("cuda_available", &cuda_available);
   m.def(
+      "load_op_library", [](const std::string& path) { load_op_library(path); }, py::arg("path"),
+      py::call_guard<py::gil_scoped_release>());
+  m.def("find_torchvision_ops", []() -> std::optional<std::string> {
+    const auto found = find_torchvision_ops();
+    return found ? std::optional<std::string>(found->string()) : std::nullopt;
+  });
+  m.def("loaded_op_libraries", &loaded_op_libraries);
+  m.def(
       "parse_device", [](const std::string& spec) { return parse_device(spec).str(); }, py::arg("spec"));
   m.def(
       "apply_process_settings",
@@ -82,6 +92,8 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("name", &Model::name)
       .def_property_readonly("version", &Model::version)
       .def_property_readonly("format", &Model::format)
+      .def_property_readonly("variant", [](const Model& self) { return self.variant().describe(); })
+      .def_property_readonly("precision", [](const Model& self) { return self.variant().run_precision(); })
       .def_property_readonly("artifact", [](const Model& self) { return self.artifact().string(); })
       .def_property_readonly("device", [](const Model& self) { return self.device().str(); })
       .def_property_readonly("max_batch_size", [](const Model& self) { return self.config().max_batch_size; })
@@ -138,7 +150,7 @@ PYBIND11_MODULE(_C, m) {
            py::arg("root"), py::arg("device") = "cpu", py::arg("format") = "auto",
            py::arg("models") = std::vector<std::string>{}, py::arg("instance_count") = py::none(),
            py::arg("max_batch_size") = py::none(), py::arg("max_queue_delay_us") = py::none(),
-           py::arg("max_queue_size") = py::none(), py::arg("warmup") = true, py::arg("precision") = "exported",
+           py::arg("max_queue_size") = py::none(), py::arg("warmup") = true, py::arg("precision") = "fp32",
            py::arg("channels_last") = false,
            py::call_guard<py::gil_scoped_release>())
       .def("model", &ModelRepository::get, py::arg("name"), py::arg("version") = "")

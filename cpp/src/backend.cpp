@@ -43,6 +43,16 @@ class TorchScriptBackend final : public Backend {
 
   std::string format() const override { return "torchscript"; }
 
+  std::optional<std::vector<ArgumentInfo>> forward_arguments() const override {
+    const auto& schema = module_.get_method("forward").function().getSchema();
+    std::vector<ArgumentInfo> out;
+    for (size_t i = 1; i < schema.arguments().size(); ++i) {  // 0 is self
+      const auto& argument = schema.arguments()[i];
+      out.push_back({argument.name(), argument.default_value().has_value()});
+    }
+    return out;
+  }
+
   void convert(std::optional<torch::ScalarType> dtype, bool channels_last) override {
     torch::NoGradGuard no_grad;
     if (dtype) {

@@ -9,6 +9,7 @@
 #include "describe.h"
 #include "torchship/dtypes.h"
 #include "torchship/errors.h"
+#include "torchship/op_libraries.h"
 
 namespace torchship {
 namespace {
@@ -42,12 +43,11 @@ class InFlight {
 // host staging buffers reused across batches; it synchronizes only its stream.
 class Model::Instance {
  public:
-  Instance(const std::filesystem::path& artifact, const torch::Device& device, const ModelOptions& options,
-           const std::vector<TensorSpec>& outputs)
+  Instance(const VariantChoice& choice, const torch::Device& device, const std::vector<TensorSpec>& outputs)
       : device_(device),
-        backend_(load_backend(artifact, device)),
-        precision_(options.precision),
-        channels_last_(options.channels_last) {
+        backend_(load_backend(choice.file, device)),
+        precision_(choice.convert_to),
+        channels_last_(choice.convert_channels_last) {
     backend_->convert(precision_, channels_last_);
     for (const auto& spec : outputs) output_dtypes_.push_back(spec.dtype);
     if (device_.is_cuda()) {
@@ -101,6 +101,8 @@ class Model::Instance {
     return torch::cat_out(view, parts, 0);
   }
 
+  const Backend& backend() const { return *backend_; }
+
  private:
   // On the device: to the run precision and layout (casts after the copy, so
   // only the exported dtype crosses PCIe and the cast runs on the GPU).
@@ -145,24 +147,6 @@ class Model::Instance {
   std::vector<torch::Tensor> staging_;
 };
 
-std::optional<torch::ScalarType> parse_precision(const std::string& name) {
-  if (name == "exported") return std::nullopt;
-  if (name == "fp32") return torch::kFloat32;
-  if (name == "fp16") return torch::kFloat16;
-  if (name == "bf16") return torch::kBFloat16;
-  throw InvalidInputError("unknown precision '" + name + "' (expected exported, fp32, fp16 or bf16)");
-}
-
-std::filesystem::path find_artifact(const std::filesystem::path& version_dir, const std::string& format,
-                                    const torch::Device& device) {
-  const auto torchscript = version_dir / "model.pt";
-  const auto pt2 = version_dir / (device.is_cuda() ? "model.cuda.pt2" : "model.pt2");
-  if (format == "torchscript") return torchscript;
-  if (format == "pt2") return pt2;
-  if (format == "auto") return std::filesystem::exists(torchscript) ? torchscript : pt2;
-  throw InvalidInputError("unknown model format '" + format + "' (expected auto, torchscript or pt2)");
-}
-
 Model::Model(ModelConfig config, std::string version, const std::filesystem::path& version_dir,
              const ModelOptions& options)
     : config_(std::move(config)), version_(std::move(version)), device_(options.device) {
@@ -171,22 +155,28 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
   if (options.max_batch_size) config_.max_batch_size = *options.max_batch_size;
   if (options.max_queue_delay) config_.max_queue_delay = *options.max_queue_delay;
   if (options.max_queue_size) config_.max_queue_size = *options.max_queue_size;
-  artifact_ = find_artifact(version_dir, options.format, device_);
-  const std::string what = "model '" + config_.name + "' version " + version_ + " (" + artifact_.string() + ")";
+  const VariantRequest request{options.format, device_, options.precision, options.channels_last};
+  variant_ = choose_variant(list_variants(config_.raw, version_dir), request, version_dir);
+  const std::string what = "model '" + config_.name + "' version " + version_ + " (" + variant_.describe() + ")";
+  const auto with_hint = [](const std::exception& e) {
+    const auto message = detail::describe(e);
+    const auto hint = unknown_operator_hint(message);
+    return hint.empty() ? message : hint + ". " + message;
+  };
   try {
     for (int i = 0; i < config_.instance_count; ++i) {
-      instances_.push_back(std::make_unique<Instance>(artifact_, device_, options, config_.outputs));
+      instances_.push_back(std::make_unique<Instance>(variant_, device_, config_.outputs));
     }
   } catch (const std::exception& e) {
-    throw LoadError("cannot load " + what + " on " + device_.str() + ": " + detail::describe(e));
+    throw LoadError("cannot load " + what + " on " + device_.str() + ": " + with_hint(e));
   }
-  format_ = artifact_.extension() == ".pt2" ? "pt2" : "torchscript";
+  check_arguments(instances_.front()->backend());
   stats_ = std::make_unique<ModelStats>(config_.max_batch_size);
   if (options.warmup) {
     try {
       warm_up();
     } catch (const std::exception& e) {
-      throw LoadError("warm-up of " + what + " failed: " + detail::describe(e));
+      throw LoadError("warm-up of " + what + " failed: " + with_hint(e));
     }
   }
   BatcherOptions batching{config_.max_batch_size, config_.max_queue_delay, config_.max_queue_size,
@@ -229,6 +219,36 @@ void Model::warm_up() {
       check_outputs(instance->run(inputs), rows);
     }
     first = false;
+  }
+}
+
+// The runtime passes inputs positionally, in config.json's order: forward must take that many, and
+// an input that forward names must sit at the same position (two swapped inputs of one shape would
+// otherwise be served silently wrong). Other names are the artifact's own (a traced `x` for `image`).
+void Model::check_arguments(const Backend& backend) const {
+  const auto arguments = backend.forward_arguments();
+  if (!arguments) return;
+  std::string declared, found;
+  for (const auto& spec : config_.inputs) declared += (declared.empty() ? "" : ", ") + spec.name;
+  size_t required = 0;
+  for (const auto& a : *arguments) {
+    found += (found.empty() ? "" : ", ") + a.name;
+    required += a.has_default ? 0 : 1;
+  }
+  const auto n = config_.inputs.size();
+  if (n < required || n > arguments->size()) {
+    throw LoadError("model '" + config_.name + "': forward takes " + std::to_string(arguments->size()) +
+                    " argument(s) (" + found + "), " + std::to_string(required) + " required; config.json declares " +
+                    std::to_string(n) + " input(s) (" + declared + ")");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < arguments->size(); ++j) {
+      if (j != i && (*arguments)[j].name == config_.inputs[i].name) {
+        throw LoadError("model '" + config_.name + "': input '" + config_.inputs[i].name + "' is argument " +
+                        std::to_string(j + 1) + " of forward (" + found + ") but input " + std::to_string(i + 1) +
+                        " in config.json (" + declared + "); the runtime passes inputs in config.json's order");
+      }
+    }
   }
 }
 

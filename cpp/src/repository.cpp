@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "torchship/errors.h"
+#include "torchship/op_libraries.h"
 
 namespace torchship {
 namespace fs = std::filesystem;
@@ -55,6 +56,22 @@ void check_confined(const fs::path& root, const fs::path& path, bool follow_syml
   }
 }
 
+// config.json "libraries": operator libraries the model's artifacts call into, relative to the
+// model directory and confined to the repository like the artifacts; loaded before the model.
+void ModelRepository::load_libraries(const ModelConfig& config, const fs::path& model_dir, bool follow_symlinks) const {
+  if (!config.raw.contains("libraries")) return;
+  const auto& list = config.raw["libraries"];
+  if (!list.is_array()) throw LoadError("config.json \"libraries\" is not a list of file names");
+  for (const auto& entry : list) {
+    if (!entry.is_string() || entry.get<std::string>().empty() || fs::path(entry.get<std::string>()).is_absolute()) {
+      throw LoadError("config.json \"libraries\" entry " + entry.dump() + " is not a path inside the model directory");
+    }
+    const auto file = model_dir / entry.get<std::string>();
+    check_confined(root_, file, follow_symlinks);
+    load_op_library(file);
+  }
+}
+
 ModelRepository::ModelRepository(fs::path root, const RepositoryOptions& options) : root_(std::move(root)) {
   if (!fs::is_directory(root_)) throw LoadError("model repository '" + root_.string() + "' is not a directory");
   std::vector<fs::path> dirs;
@@ -90,9 +107,10 @@ ModelRepository::ModelRepository(fs::path root, const RepositoryOptions& options
       }
       const auto version_dir = dir / version;
       check_confined(root_, version_dir, options.follow_symlinks);
-      for (const auto& format : {"torchscript", "pt2"}) {
-        check_confined(root_, find_artifact(version_dir, format, options.model.device), options.follow_symlinks);
+      for (const auto& variant : list_variants(config.raw, version_dir)) {
+        check_confined(root_, version_dir / variant.file, options.follow_symlinks);
       }
+      load_libraries(config, dir, options.follow_symlinks);
       models_[name] = std::make_shared<Model>(std::move(config), version, version_dir, options.model);
     } catch (const std::exception& e) {
       if (options.strict) throw;

@@ -62,6 +62,8 @@ class Model:
     name = property(lambda self: self._native.name)
     version = property(lambda self: self._native.version)
     format = property(lambda self: self._native.format)
+    precision = property(lambda self: self._native.precision)
+    variant = property(lambda self: self._native.variant)  # which artifact runs, and any conversion at load
     device = property(lambda self: self._native.device)
     max_batch_size = property(lambda self: self._native.max_batch_size)
     input_names = property(lambda self: list(self._native.input_names))
@@ -98,8 +100,11 @@ class Model:
 class Runtime:
     """Loads every model of a repository (or the ones named) onto one device.
 
-    ``precision`` ("fp16"/"bf16") runs a TorchScript model's floating math in that dtype and
-    ``channels_last`` in NHWC layout; inputs and outputs keep the config's dtypes either way.
+    ``format``, ``precision`` ("fp32", "fp16", "bf16", "int8") and ``channels_last`` choose among the
+    version's variants (docs/variants.md); a TorchScript fp32 artifact is converted at load to fp16/bf16
+    or channels_last when no such variant was exported. Inputs and outputs keep the config's dtypes.
+    ``extra_libraries`` are operator libraries (.so) that artifacts call into; torchvision's ops are
+    loaded automatically when torchvision is installed beside torch.
     """
 
     def __init__(
@@ -114,11 +119,13 @@ class Runtime:
         max_queue_delay_us: int | None = None,
         max_queue_size: int | None = None,
         warmup: bool = True,
-        precision: str = "exported",
+        precision: str = "fp32",
         channels_last: bool = False,
+        extra_libraries: Sequence[str | Path] = (),
     ) -> None:
         if not _configured:
             configure()
+        load_op_libraries(extra_libraries)
         self._repo = _C.Repository(
             str(repository),
             device=device,
@@ -152,6 +159,15 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def load_op_libraries(paths: Sequence[str | Path] = ()) -> None:
+    """Loads operator libraries (process-wide, once each), torchvision's first when it is installed."""
+    torchvision = _C.find_torchvision_ops()
+    if torchvision:
+        _C.load_op_library(torchvision)
+    for path in paths:
+        _C.load_op_library(str(path))
 
 
 def cuda_available() -> bool:

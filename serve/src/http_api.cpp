@@ -1,5 +1,7 @@
 #include "http_api.h"
 
+#include <limits>
+
 #include "http/content_coding.h"
 #include "http/text.h"
 #include "log.h"
@@ -52,6 +54,14 @@ bool ready_only_index(std::string_view body) {
 }
 
 }  // namespace
+
+size_t parse_header_length(std::string_view value) {
+  const auto n = http::parse_decimal(value);
+  if (!n || *n > std::numeric_limits<size_t>::max()) {
+    throw InvalidInputError("Inference-Header-Content-Length must be a non-negative integer, got " + echo(value));
+  }
+  return static_cast<size_t>(*n);
+}
 
 http::Response error_response(std::exception_ptr error, std::string_view method, std::string_view path) {
   const auto s = classify(error);

@@ -27,6 +27,9 @@ class HttpApi final : public http::Handler {
   const size_t max_body_bytes_;
 };
 
+// The binary tensor data extension's Inference-Header-Content-Length value; throws InvalidInputError.
+size_t parse_header_length(std::string_view value);
+
 // The error answer for an exception, through status.h's one table.
 http::Response error_response(std::exception_ptr error, std::string_view method, std::string_view path);
 

@@ -34,7 +34,9 @@
 #include "log.h"
 #include "torchship/device.h"
 #include "torchship/errors.h"
+#include "torchship/op_libraries.h"
 #include "torchship/repository.h"
+#include "torchship/variants.h"
 
 #ifndef TORCHSHIP_MALLOC
 #define TORCHSHIP_MALLOC "system malloc"
@@ -74,6 +76,13 @@ int run(serve::Options& o, sigset_t signals) {
   settings.allow_tf32 = o.allow_tf32;
   apply_process_settings(settings);  // once, before any model loads
   raise_open_files_limit(o);
+  // Operator libraries before any model: artifacts call their ops by name.
+  for (const auto& library : o.extra_libraries) load_op_library(library);
+  try {
+    if (const auto torchvision = load_torchvision_ops()) serve::log::info("torchvision ops: " + torchvision->string());
+  } catch (const LoadError& e) {  // models that need them will say so by name
+    serve::log::warn(std::string("torchvision is installed but its ops could not be loaded: ") + e.what());
+  }
 
   RepositoryOptions repo_options;
   repo_options.model.device = device;
@@ -127,7 +136,7 @@ int run(serve::Options& o, sigset_t signals) {
       repository = std::make_unique<ModelRepository>(o.repository, repo_options);
       std::string names;
       for (const auto& m : repository->models()) {
-        names += (names.empty() ? "" : ", ") + m->name() + " v" + m->version() + " (" + m->format() + ")";
+        names += (names.empty() ? "" : ", ") + m->name() + " v" + m->version() + " (" + m->variant().describe() + ")";
       }
       for (const auto& f : repository->failures()) {
         serve::log::error("model '" + f.name + "' is not available: " + f.reason);
@@ -135,7 +144,7 @@ int run(serve::Options& o, sigset_t signals) {
       service.set_repository(repository.get());
       const auto seconds = std::chrono::duration<double>(Clock::now() - started).count();
       serve::log::info("ready: " + (names.empty() ? std::string("no model") : names) + " on " + device.str() +
-                       ", precision " + o.precision + (o.channels_last ? ", channels_last" : "") + ", in " +
+                       ", in " +
                        std::to_string(seconds) + " s" +
                        (repository->failures().empty()
                             ? std::string()

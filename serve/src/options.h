@@ -29,8 +29,9 @@ struct Options {
   int64_t max_queue_size = 0;
   int instance_count = 0;
   int intra_op_threads = 0;
-  std::string precision = "exported";
+  std::string precision = "fp32";
   bool channels_last = false;
+  std::vector<std::string> extra_libraries;
   bool cudnn_benchmark = false;
   bool allow_tf32 = false;
   // Front ends.
@@ -59,7 +60,8 @@ inline void add_flags(CLI::App& app, Options& o) {
                "serve model directories and artifacts whose real path leaves the repository");
 
   app.add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--format", o.format, "artifact to load: auto (TorchScript, else .pt2), torchscript or pt2")
+  app.add_option("--format", o.format,
+                 "artifact format to load: auto (TorchScript, else .pt2; docs/variants.md), torchscript or pt2")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "torchscript", "pt2"}));
   app.add_option("--max-batch-size", o.max_batch_size, "override config.json's max_batch_size")
@@ -75,11 +77,18 @@ inline void add_flags(CLI::App& app, Options& o) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   app.add_option("--precision", o.precision,
-                 "run floating math in fp16 or bf16 (TorchScript only); requests and responses keep the config's "
-                 "dtypes")
+                 "the variant's compute precision: fp32, fp16, bf16 or int8 (an exported variant; a TorchScript fp32 "
+                 "artifact is converted at load to fp16/bf16 when none is exported); requests and responses keep "
+                 "the config's dtypes. 'exported' is the older name of fp32")
       ->capture_default_str()
-      ->check(CLI::IsMember({"exported", "fp32", "fp16", "bf16"}));
-  app.add_flag("--channels-last", o.channels_last, "4-D weights and inputs in NHWC, cuDNN's fast layout");
+      ->check(CLI::IsMember({"exported", "fp32", "fp16", "bf16", "int8"}));
+  app.add_flag("--channels-last", o.channels_last,
+               "the channels_last variant (4-D weights and activations in NHWC; converted at load for TorchScript)");
+  app.add_option("--extra-library", o.extra_libraries,
+                 "operator library (.so) to load before any model, for custom ops its artifacts call (repeat for "
+                 "several); torchvision's ops are loaded automatically when torchvision is installed beside torch")
+      ->allow_extra_args(false)
+      ->check(CLI::ExistingFile);
   app.add_flag("--cudnn-benchmark", o.cudnn_benchmark,
                "let cuDNN time its algorithms per new input shape (faster steady state, slower first batches)");
   app.add_flag("--allow-tf32", o.allow_tf32, "TF32 for fp32 matmul/conv on Ampere+ (off: CUDA fp32 matches CPU)");

@@ -187,7 +187,9 @@ json Service::model_config(const Model& model) const {
       parameters[key] = {{"string_value", it->is_string() ? it->get<std::string>() : it->dump()}};
     }
   }
-  if (!parameters.empty()) doc["parameters"] = parameters;
+  // Which artifact answers (format, device, precision, layout, conversion at load): docs/variants.md.
+  parameters["variant"] = {{"string_value", model.variant().describe()}};
+  doc["parameters"] = parameters;
   return doc;
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "http_api.h"
 #include "protocol.h"
 #include "torchship/errors.h"
 

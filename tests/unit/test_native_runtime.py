@@ -152,11 +152,22 @@ def test_channels_last_alone_keeps_fp32_results(net_repository: Path, net_eager:
     tolerance.assert_close(got, expected, tolerance.tolerance("native-torchscript"), "net channels_last")
 
 
-def test_reduced_precision_needs_torchscript_and_a_known_name(thermometer_pt2_repository: Path) -> None:
-    with pytest.raises(runtime.LoadError, match=r"model\.pt2\).*compiled for one dtype.*format 'torchscript'"):
+def test_reduced_precision_needs_a_variant_or_torchscript(thermometer_pt2_repository: Path) -> None:
+    # docs/variants.md: a .pt2 is never converted at load; the refusal names what the version holds.
+    with pytest.raises(
+        runtime.LoadError,
+        match=r"no artifact for format pt2, device cpu, precision fp16.*pt2 cpu fp32 contiguous \(model\.pt2\)"
+        r".*a \.pt2 is compiled for one precision",
+    ):
         runtime.Runtime(thermometer_pt2_repository, format="pt2", precision="fp16")
-    with pytest.raises(ValueError, match=r"unknown precision 'fp8' \(expected exported, fp32, fp16 or bf16\)"):
+    with pytest.raises(runtime.LoadError, match=r"precision int8.*int8 is made at export"):
+        runtime.Runtime(thermometer_pt2_repository, precision="int8")  # never made at load
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8' \(expected fp32, fp16, bf16, int8\)"):
         runtime.Runtime(thermometer_pt2_repository, precision="fp8")
+    with runtime.Runtime(thermometer_pt2_repository, precision="fp16") as rt:  # TorchScript fp32, converted
+        (model,) = rt.models()
+        assert model.format == "torchscript" and model.precision == "fp16"
+        assert "converted at load to fp16" in model.variant
 
 
 class _WithIntegerBuffers(torch.nn.Module):

@@ -11,6 +11,12 @@
 
 namespace torchship {
 
+// One argument of a model's forward (self excluded), as the artifact records it.
+struct ArgumentInfo {
+  std::string name;
+  bool has_default = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -22,6 +28,8 @@ class Backend {
   // can; a .pt2 is compiled for one dtype and layout, so AOTInductor throws
   // LoadError, as does a module with nothing to cast (frozen weights).
   virtual void convert(std::optional<torch::ScalarType> dtype, bool channels_last) = 0;
+  // forward's arguments where the format records them (TorchScript's schema); nullopt otherwise.
+  virtual std::optional<std::vector<ArgumentInfo>> forward_arguments() const { return std::nullopt; }
 };
 
 // TorchScript (.pt): torch::jit::load onto the device, eval().

@@ -16,33 +16,31 @@
 #include "torchship/batcher.h"
 #include "torchship/model_config.h"
 #include "torchship/stats.h"
+#include "torchship/variants.h"
 
 namespace torchship {
 
 struct ModelOptions {
   torch::Device device = torch::kCPU;
-  std::string format = "auto";  // "auto" | "torchscript" | "pt2"
+  // Which artifact of the version (docs/variants.md): format "auto" | "torchscript" | "pt2", the
+  // compute precision ("fp32", "fp16", "bf16", "int8") and the layout. A TorchScript fp32 artifact
+  // is converted at load when no variant matches exactly; nothing else is.
+  std::string format = "auto";
+  std::string precision = "fp32";
+  bool channels_last = false;
   // Overrides of config.json; unset = take the config's value.
   std::optional<int> instance_count;
   std::optional<int64_t> max_batch_size;
   std::optional<std::chrono::microseconds> max_queue_delay;
   std::optional<int64_t> max_queue_size;
   bool warmup = true;
-  // Run in this floating dtype (fp16/bf16) instead of the exported one: weights
-  // are cast at load, floating inputs per batch, floating outputs back to the
-  // config's dtype, so clients see the same contract. Unset: as exported.
-  std::optional<torch::ScalarType> precision;
-  bool channels_last = false;  // 4-D weights and inputs in NHWC (cuDNN's fast layout)
 };
-
-// "exported" (unset), "fp32", "fp16" or "bf16"; throws InvalidInputError.
-std::optional<torch::ScalarType> parse_precision(const std::string& name);
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 class Model {
  public:
-  // Loads the artifact of `version_dir` into config.instance_count instances,
+  // Loads the artifact `options` choose among the version's variants into config.instance_count instances,
   // warms them up and starts the batcher. Throws LoadError naming model,
   // version, file and cause.
   Model(ModelConfig config, std::string version, const std::filesystem::path& version_dir, const ModelOptions& options);
@@ -53,8 +51,9 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const std::string& name() const { return config_.name; }
   const std::string& version() const { return version_; }
-  const std::string& format() const { return format_; }
-  const std::filesystem::path& artifact() const { return artifact_; }
+  std::string format() const { return format_name(variant_.variant.format); }
+  const std::filesystem::path& artifact() const { return variant_.file; }
+  const VariantChoice& variant() const { return variant_; }
   torch::Device device() const { return device_; }
   bool ready() const { return ready_.load(); }
   ModelStats& stats() { return *stats_; }
@@ -89,24 +88,19 @@ class Model {
   std::vector<torch::Tensor> run_batch(int instance, const std::vector<torch::Tensor>& batch);
   void warm_up();
   void check_outputs(const std::vector<torch::Tensor>& outputs, int64_t rows) const;
+  void check_arguments(const Backend& backend) const;  // throws LoadError
   // Counts a failed request by its error type; returns the error to rethrow (internal errors get the model's name).
   std::exception_ptr count_failure(std::exception_ptr error, std::chrono::steady_clock::time_point started);
 
   ModelConfig config_;
   std::string version_;
   torch::Device device_;
-  std::string format_;
-  std::filesystem::path artifact_;
+  VariantChoice variant_;
   std::unique_ptr<ModelStats> stats_;
   std::vector<std::unique_ptr<Instance>> instances_;
   std::unique_ptr<DynamicBatcher> batcher_;
   std::atomic<bool> ready_{false};
   double load_seconds_ = 0;
 };
-
-// Finds the artifact for `format` in a version directory: model.pt for
-// TorchScript; model.pt2 (CPU) or model.cuda.pt2 (CUDA) for AOTInductor.
-std::filesystem::path find_artifact(const std::filesystem::path& version_dir, const std::string& format,
-                                    const torch::Device& device);
 
 }  // namespace torchship

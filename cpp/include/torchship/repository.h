@@ -49,6 +49,8 @@ class ModelRepository {
   void shutdown();
 
  private:
+  void load_libraries(const ModelConfig& config, const std::filesystem::path& model_dir, bool follow_symlinks) const;
+
   std::filesystem::path root_;
   std::map<std::string, std::shared_ptr<Model>> models_;
   std::vector<ModelFailure> failures_;

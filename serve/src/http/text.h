@@ -3,6 +3,10 @@
 #include <nlohmann/json.hpp>
 #include <strings.h>
 
+#include <charconv>
+#include <cstdint>
+#include <optional>
+
 #include <string>
 #include <string_view>
 
@@ -18,6 +22,15 @@ inline std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
+}
+
+// A header's decimal value (digits only: no sign, no spaces); nullopt when malformed or too large.
+inline std::optional<uint64_t> parse_decimal(std::string_view value) {
+  uint64_t n = 0;
+  const auto* end = value.data() + value.size();
+  const auto result = std::from_chars(value.data(), end, n);
+  if (value.empty() || result.ec != std::errc() || result.ptr != end) return std::nullopt;
+  return n;
 }
 
 // The protocol's error body, {"error": "..."}; invalid UTF-8 (a decoded path can hold any byte) is replaced.
