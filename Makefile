@@ -1,5 +1,5 @@
 # Thin targets; each runs the idempotent set-up first (seconds when ready).
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean wheel test-wheel container
 
 setup:
 	tools/bootstrap.sh
@@ -22,5 +22,17 @@ format: setup
 bench: setup
 	.venv/bin/python benchmarks/run.py
 
+# The linux_x86_64 wheel in dist/, built in build/native (incremental: the set-up built it already).
+wheel: setup
+	flock build/.bootstrap.lock .venv/bin/python -m pip wheel --no-build-isolation --no-deps -q -w dist .
+
+# Slow (minutes): the wheel installed into fresh venvs, core alone and with each extra.
+test-wheel: setup
+	.venv/bin/python -m pytest tests/deploy/wheel_install.py -q --durations=5
+
+# Slow (minutes, root): the container image built with podman from a debootstrap'd base, run and checked.
+container: setup
+	deploy/container.sh
+
 clean:
-	rm -rf build model_repository checkpoints runs demo_output
+	rm -rf build dist model_repository checkpoints runs demo_output

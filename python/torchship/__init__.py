@@ -21,12 +21,9 @@ def _check_native_build() -> None:
         return
     import torch
 
-    if torch.__version__ != _build_info.TORCH_VERSION:
-        raise ImportError(
-            f"torchship._C was built against torch {_build_info.TORCH_VERSION} but torch "
-            f"{torch.__version__} is installed; rebuild it with `tools/bootstrap.sh` "
-            "(or `pip install --no-build-isolation -e .`)."
-        )
+    problem = _build_info.torch_mismatch(torch.__version__)
+    if problem:
+        raise ImportError(problem)
 
 
 _check_native_build()

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         # A stage's library comes with an extra of the package: name the extra.
-        extra = missing_extra_message(e) if isinstance(e, ModuleNotFoundError) else None
+        extra = missing_extra_message(e)
         print(f"torchship {args.command}: error: {extra or e}", file=sys.stderr)
         return 1
 

@@ -48,13 +48,21 @@ def extras_providing(distribution: str, requires: list[str] | None = None) -> li
     return extras
 
 
-def missing_extra_message(error: ModuleNotFoundError, requires: list[str] | None = None) -> str | None:
-    """``pip install 'torchship[extra]'`` for a module an extra provides; None when no extra does."""
-    if not error.name:
-        return None
-    distribution = distribution_of(error.name)
-    extras = [e for e in extras_providing(distribution, requires) if e != "dev"]
-    if not extras:
-        return None
-    commands = " or ".join(f"pip install 'torchship[{e}]'" for e in extras)
-    return f"this needs {distribution} (module {error.name!r}), which is not installed: {commands}"
+def missing_extra_message(error: BaseException, requires: list[str] | None = None) -> str | None:
+    """``pip install 'torchship[extra]'`` for a missing module an extra provides; None when no extra does.
+
+    ``error`` is the ModuleNotFoundError, or an error raised because of one (an export step wraps the
+    failures of the exporter it calls): its causes are followed.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ModuleNotFoundError) and cause.name:
+            distribution = distribution_of(cause.name)
+            extras = [e for e in extras_providing(distribution, requires) if e != "dev"]
+            if extras:
+                commands = " or ".join(f"pip install 'torchship[{e}]'" for e in extras)
+                return f"this needs {distribution} (module {cause.name!r}), which is not installed: {commands}"
+        cause = cause.__cause__ or cause.__context__
+    return None

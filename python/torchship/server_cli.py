@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchship.server_process import server_binary
+from torchship.server_process import server_binary, server_env
 
 
 def server_argv(args: argparse.Namespace) -> list[str]:
@@ -30,7 +30,7 @@ def server_argv(args: argparse.Namespace) -> list[str]:
 
 def _serve(args: argparse.Namespace) -> int:
     argv = server_argv(args)
-    os.execv(argv[0], argv)  # the server owns the process from here: signals, exit code
+    os.execve(argv[0], argv, server_env())  # the server owns the process from here: signals, exit code
 
 
 def load_input(path: Path, dtype: torch.dtype) -> torch.Tensor:

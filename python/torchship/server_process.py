@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,21 +18,28 @@ from types import TracebackType
 
 import httpx
 
+from torchship import _launcher
+
 PORT_LINE = re.compile(r"listening on port (\d+)")
 GRPC_PORT_LINE = re.compile(r"gRPC listening on port (\d+)")
 
 
 def server_binary(search_path: bool = False) -> Path:
-    """torchship-server as installed beside this interpreter by tools/bootstrap.sh; with ``search_path``,
-    else the one on PATH (tests and benchmarks pin the one beside the interpreter)."""
-    path = Path(sys.executable).with_name("torchship-server")
-    if path.is_file():
-        return path
-    found = shutil.which("torchship-server") if search_path else None
-    if found is None:
-        where = " or on PATH" if search_path else ""
-        raise FileNotFoundError(f"{path} not found{where}: build it with tools/bootstrap.sh")
-    return Path(found)
+    """The torchship-server binary of the torchship package installed here (``torchship/bin/``, where a wheel
+    and tools/bootstrap.sh put it); with ``search_path``, else the one on PATH (tests and benchmarks pin
+    the package's)."""
+    try:
+        return _launcher.torchship_dir() / _launcher.BINARY
+    except _launcher.LaunchError as e:
+        found = shutil.which("torchship-server") if search_path else None
+        if found is None:
+            raise FileNotFoundError(f"{e}{' and none is on PATH' if search_path else ''}") from None
+        return Path(found)
+
+
+def server_env() -> dict[str, str]:
+    """This environment plus torch's library directory, wherever torch is installed (see torchship._launcher)."""
+    return _launcher.server_env()
 
 
 class ServerError(RuntimeError):
@@ -74,7 +80,7 @@ class ServerProcess:
     def start(self, wait_ready: bool = True) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=server_env())
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + self.start_timeout_s

@@ -12,6 +12,8 @@ import contextlib
 import importlib.abc
 import io
 import json
+import os
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -55,7 +57,16 @@ def _core_entry_points(core: set[str]):
     return entry_points
 
 
+def _run_instead_of_exec(path: str, argv: list[str], env: dict[str, str]) -> None:
+    """``torchship serve`` execs torchship-server; here it runs as a child, so later argv lists still run."""
+    done = subprocess.run([path, *argv[1:]], env=env, capture_output=True, text=True, timeout=120)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    raise SystemExit(done.returncode)
+
+
 def main() -> None:
+    os.execve = _run_instead_of_exec
     blocked = blocked_modules()
     sys.meta_path.insert(0, _Block(blocked))
     metadata.entry_points = _core_entry_points(core_closure() | {"torchship"})
