@@ -96,6 +96,7 @@ class ServerModels:
         self.client = Client(url, timeout=timeout_s, overload_retries=3)
         not_ready = [n for n in MODEL_NAMES if not self.client.model_ready(n)]
         if not_ready:
+            self.client.close()
             raise RuntimeError(f"torchship-server at {url} has no ready {', '.join(not_ready)}; export them first")
 
     def segment(self, slices: torch.Tensor) -> torch.Tensor:
