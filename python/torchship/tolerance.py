@@ -37,12 +37,13 @@ SAME_ARTIFACT_TOL = 1e-6  # one artifact in Python TorchScript vs the C++ runtim
 CUDA_FP32_TOL = 1e-4  # CPU vs CUDA fp32 with TF32 off
 # A model run in reduced precision (Runtime(precision=...), torchship-server --precision) vs eager fp32 on
 # CPU, times max |expected|. Rounding in fp16/bf16 depends on the model's depth and value ranges, so
-# each bound is stated per model, about ten times what was measured: the seeded chapter 8 Net on 16 images
-# (tests/unit/test_native_runtime.py) differed by fp16 1.4e-4 and bf16 1.2e-3 on CPU, and (same test
-# file, on an H100 with channels_last) by fp16 1.0e-4 and bf16 1.2e-3.
+# each bound is stated per model, about ten times what was measured relative to the output's magnitude: the
+# seeded chapter 8 Net on 16 images (tests/unit/test_native_runtime.py, max |logit| 0.185) differed by
+# fp16 1.43e-4 (7.7e-4 of it) and bf16 1.16e-3 (6.3e-3) on CPU, and (same test file, on an H100 with
+# channels_last) by fp16 1.0e-4 and bf16 1.2e-3.
 HALF_PRECISION_TOL = {
-    ("net", "fp16"): 1e-3,
-    ("net", "bf16"): 1e-2,
+    ("net", "fp16"): 1e-2,
+    ("net", "bf16"): 5e-2,
 }
 
 
