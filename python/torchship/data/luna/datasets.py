@@ -126,7 +126,7 @@ class LunaDataset(Dataset):
         if ratio_int < 0:
             raise ValueError(f"ratio_int cannot be negative, got {ratio_int}")
         pool = [c for c in candidates if c.is_nodule] if task == "malignancy" else list(candidates)
-        all_series = [c.series_uid for c in pool]
+        all_series = [c.series_uid for c in candidates]  # every task splits the same series the same way
         series = [series_uid] if series_uid else split_series(all_series, val_stride, is_val_set)
         keep = set(series)
         self.series = series
