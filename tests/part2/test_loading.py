@@ -88,8 +88,16 @@ def test_missing_and_malformed_files_are_named(tmp_path: Path) -> None:
         Ct(UID, mhd)
     bad = tmp_path / "bad.mhd"
     bad.write_text("this is not MetaIO\n")
+    with pytest.raises(LunaDataError, match="not a MetaIO header: DimSize is None"):
+        Ct("bad", bad)
+    bad.write_text("DimSize = 4 5 6\n")
     with pytest.raises(LunaDataError, match="no ElementDataFile"):
         Ct("bad", bad)
+    # Hostile: a header promising 10^15 voxels is refused before anything is allocated.
+    huge = tmp_path / "huge.mhd"
+    huge.write_text(mhd.read_text().replace("DimSize = 6 5 4", "DimSize = 100000 100000 100000"))
+    with pytest.raises(LunaDataError, match="exceeds 1073741824 voxels"):
+        Ct("huge", huge)
     short = write_mhd(tmp_path / "short", UID, _volume((4, 5, 6)))
     short.with_suffix(".raw").write_bytes(b"\0" * 10)  # far fewer bytes than the header promises
     with pytest.raises(LunaDataError, match="SimpleITK cannot read"):

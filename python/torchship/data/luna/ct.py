@@ -7,6 +7,7 @@ bone is of no interest and would only widen the input range).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +19,35 @@ HU_MIN = -1000.0
 HU_MAX = 1000.0
 
 
+MAX_HEADER_BYTES = 64 * 1024
+MAX_VOXELS = 2**30  # 4 GiB as float32; a real CT has ~2**26 (512 x 512 x 250)
+
+
 def _raw_path(mhd_path: Path) -> Path:
-    """The data file a MetaIO header names (``ElementDataFile``), so a missing one is reported by name."""
+    """The data file a MetaIO header names (``ElementDataFile``), so a missing one is reported by name.
+
+    The header's ``DimSize`` is checked first: a header that promises more than ``MAX_VOXELS`` is refused
+    before SimpleITK tries to allocate it.
+    """
     try:
-        header = mhd_path.read_text(errors="replace")
+        with open(mhd_path, "rb") as f:
+            header = f.read(MAX_HEADER_BYTES).decode(errors="replace")
     except OSError as e:
         raise LunaDataError(f"cannot read {mhd_path}: {e}") from e
+    fields = {}
     for line in header.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip() == "ElementDataFile":
-            value = value.strip()
-            if value == "LOCAL":
-                return mhd_path
-            return mhd_path.parent / value
-    raise LunaDataError(f"{mhd_path} is not a MetaIO header: it has no ElementDataFile line")
+        if sep:
+            fields[key.strip()] = value.strip()
+    dims = fields.get("DimSize", "").split()
+    if not dims or not all(d.isdigit() for d in dims):
+        raise LunaDataError(f"{mhd_path} is not a MetaIO header: DimSize is {fields.get('DimSize')!r}")
+    if math.prod(int(d) for d in dims) > MAX_VOXELS:
+        raise LunaDataError(f"{mhd_path}: DimSize {' x '.join(dims)} exceeds {MAX_VOXELS} voxels; not a CT read here")
+    if "ElementDataFile" not in fields:
+        raise LunaDataError(f"{mhd_path} is not a MetaIO header: it has no ElementDataFile line")
+    value = fields["ElementDataFile"]
+    return mhd_path if value == "LOCAL" else mhd_path.parent / value
 
 
 class Ct:
