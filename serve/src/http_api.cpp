@@ -118,7 +118,7 @@ void HttpApi::handle(http::Request request, http::Reply reply) {
         throw ForbiddenError("loading and unloading models over the network is disabled; restart the server with "
                              "the models you want");
       case Endpoint::Metrics: {
-        http::Response m{200, "text/plain; version=0.0.4; charset=utf-8", service_.metrics(counters_), {}};
+        http::Response m{200, "text/plain; version=0.0.4; charset=utf-8", service_.metrics(counters_, grpc_counters_), {}};
         return reply(compressed(std::move(m), request.headers));
       }
       case Endpoint::Infer: {

@@ -11,8 +11,14 @@ namespace torchship::serve {
 
 class HttpApi final : public http::Handler {
  public:
-  HttpApi(Service& service, const http::Counters& counters, ParseLimits limits, size_t max_body_bytes)
-      : service_(service), counters_(counters), limits_(limits), max_body_bytes_(max_body_bytes) {}
+  // `grpc_counters`: the gRPC front end's, for /metrics; nullptr when there is none.
+  HttpApi(Service& service, const http::Counters& counters, ParseLimits limits, size_t max_body_bytes,
+          const grpc_front::Counters* grpc_counters = nullptr)
+      : service_(service),
+        counters_(counters),
+        grpc_counters_(grpc_counters),
+        limits_(limits),
+        max_body_bytes_(max_body_bytes) {}
 
   void handle(http::Request request, http::Reply reply) override;
   std::string_view allowed_methods(std::string_view path) const override;
@@ -23,6 +29,7 @@ class HttpApi final : public http::Handler {
 
   Service& service_;
   const http::Counters& counters_;
+  const grpc_front::Counters* grpc_counters_;
   const ParseLimits limits_;
   const size_t max_body_bytes_;
 };

@@ -106,10 +106,12 @@ int run(serve::Options& o, sigset_t signals) {
   // Declared in reverse order of shutdown: the loader thread joins first, then the front ends
   // stop, then the models drain and unload; the service (its workers) and counters go last.
   serve::http::Counters counters;
+  serve::grpc_front::Counters grpc_counters;
   serve::Service service(service_options);
   std::unique_ptr<ModelRepository> repository;
   std::exception_ptr load_error;
-  serve::HttpApi api(service, counters, o.parse_limits, o.http.limits.max_body_bytes);
+  serve::HttpApi api(service, counters, o.parse_limits, o.http.limits.max_body_bytes,
+                     o.grpc_port >= 0 ? &grpc_counters : nullptr);
   serve::http::Server http(o.http, api, counters);
   const int port = http.start();
   serve::log::info("torch intra-op threads: " + std::to_string(at::get_num_threads()) +
@@ -118,7 +120,8 @@ int run(serve::Options& o, sigset_t signals) {
             << ")" << std::endl;
   std::unique_ptr<serve::grpc_front::Server> grpc;
   if (o.grpc_port >= 0) {
-    grpc = std::make_unique<serve::grpc_front::Server>(service, o.grpc_host, o.grpc_port, o.http.limits.max_body_bytes);
+    grpc = std::make_unique<serve::grpc_front::Server>(service, o.grpc_host, o.grpc_port, grpc_counters,
+                                                       o.http.limits.max_body_bytes);
     int grpc_port = 0;
     try {
       grpc_port = grpc->start();

@@ -54,7 +54,7 @@ int64_t resident_memory_bytes() {
 }
 
 std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, const std::vector<ModelFailure>& failures,
-                           const http::Counters& http, bool ready) {
+                           const http::Counters& http, const grpc_front::Counters* grpc, bool ready) {
   std::ostringstream out;
   out.precision(10);
 
@@ -72,6 +72,15 @@ std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, co
   header(out, "torchship_http_connections_refused_total", "counter",
          "HTTP connections answered 503 and closed because --max-connections were open.");
   out << "torchship_http_connections_refused_total " << http.connections_refused.load() << '\n';
+
+  if (grpc) {
+    header(out, "torchship_grpc_responses_total", "counter", "gRPC calls finished, by status code.");
+    for (int code = 0; code < grpc_front::Counters::kCodes; ++code) {
+      if (const auto n = grpc->get(code)) {
+        out << "torchship_grpc_responses_total{code=\"" << grpc_front::code_name(code) << "\"} " << n << '\n';
+      }
+    }
+  }
 
   header(out, "torchship_model_load_failed", "gauge", "1 for each model that failed to load or warm up, with the reason.");
   for (const auto& f : failures) {

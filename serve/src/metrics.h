@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "grpc/counters.h"
 #include "http/counters.h"
 #include "torchship/model.h"
 #include "torchship/repository.h"
@@ -20,6 +21,6 @@ int64_t resident_memory_bytes();
 
 // `failures`: models that did not load (each a gauge naming its reason).
 std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, const std::vector<ModelFailure>& failures,
-                           const http::Counters& http, bool ready);
+                           const http::Counters& http, const grpc_front::Counters* grpc, bool ready);
 
 }  // namespace torchship::serve

@@ -220,11 +220,11 @@ json Service::repository_index(bool ready_only) const {
   return list;
 }
 
-std::string Service::metrics(const http::Counters& counters) const {
+std::string Service::metrics(const http::Counters& http, const grpc_front::Counters* grpc) const {
   const auto* repo = repository_.load(std::memory_order_acquire);
   static const std::vector<ModelFailure> kNone;
   return render_metrics(repo ? repo->models() : std::vector<std::shared_ptr<Model>>{}, repo ? repo->failures() : kNone,
-                        counters, readiness().ready);
+                        http, grpc, readiness().ready);
 }
 
 }  // namespace torchship::serve

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "grpc/counters.h"
 #include "http/counters.h"
 #include "torchship/repository.h"
 #include "worker_pool.h"
@@ -60,7 +61,7 @@ class Service {
   nlohmann::json statistics(std::optional<std::string_view> name, std::optional<std::string_view> version) const;
   // [{"name", "version", "state", "reason"}], loaded and failed models; ready_only: only READY ones.
   nlohmann::json repository_index(bool ready_only) const;
-  std::string metrics(const http::Counters& counters) const;
+  std::string metrics(const http::Counters& http, const grpc_front::Counters* grpc) const;
 
   // Runs `task` on the worker pool (inline once the pool has stopped).
   void post(std::function<void()> task);

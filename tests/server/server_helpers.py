@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
+import torch
 
+from torchship.export.formats import torchscript_deprecation_noted
 from torchship.server_process import ServerProcess
+
+# The test operator library (cpp/tests/test_ops.cpp), built by tools/bootstrap.sh: torchship_test::scale_add
+# and torchship_test::sleep_ms.
+TEST_OPS = Path(__file__).resolve().parents[2] / "build" / "native" / "cpp" / "tests" / "libtorchship_test_ops.so"
 
 # The ``start_server`` fixture (conftest.py): ``start_server(repository, *flags, log_level=..., wait_ready=...)``.
 StartServer = Callable[..., ServerProcess]
@@ -19,3 +28,30 @@ def metric(server: ServerProcess, sample: str) -> float:
     m = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
     assert m, f"{sample} not in /metrics"
     return float(m.group(1))
+
+
+def save_scripted(
+    repo: Path,
+    name: str,
+    module: torch.nn.Module,
+    inputs: list[tuple[str, str, list[int]]],
+    outputs: list[tuple[str, str, list[int]]],
+    **config: Any,
+) -> Path:
+    """A hand-made repository entry (what a user's own tooling might write): a scripted module and its
+    config.json, tensors given as (name, datatype, shape without the batch dimension)."""
+
+    def spec(n: str, dtype: str, shape: list[int]) -> dict[str, Any]:
+        return {"name": n, "datatype": dtype, "shape": [-1, *shape], "example_shape": [1, *shape]}
+
+    (repo / name / "1").mkdir(parents=True)
+    with torchscript_deprecation_noted():
+        torch.jit.script(module).save(str(repo / name / "1" / "model.pt"))
+    doc = {
+        "name": name,
+        "max_batch_size": 4,
+        "inputs": [spec(*i) for i in inputs],
+        "outputs": [spec(*o) for o in outputs],
+    }
+    (repo / name / "config.json").write_text(json.dumps(doc | config))
+    return repo / name

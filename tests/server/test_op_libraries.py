@@ -20,13 +20,10 @@ import httpx
 import pytest
 import torch
 import torchvision
-from server_helpers import StartServer
+from server_helpers import TEST_OPS, StartServer, save_scripted
 
 from torchship import runtime
 from torchship.client import Client
-from torchship.export.formats import torchscript_deprecation_noted
-
-TEST_OPS = Path(__file__).resolve().parents[2] / "build" / "native" / "cpp" / "tests" / "libtorchship_test_ops.so"
 
 
 class NmsCount(torch.nn.Module):
@@ -42,38 +39,15 @@ class ScaleAdd(torch.nn.Module):
         return torch.ops.torchship_test.scale_add(x, 3.0)
 
 
-def _config(name: str, inputs: list[tuple[str, str, list[int]]], outputs: list[tuple[str, str, list[int]]]) -> dict:
-    def spec(n: str, dtype: str, shape: list[int]) -> dict:
-        return {"name": n, "datatype": dtype, "shape": [-1, *shape], "example_shape": [1, *shape]}
-
-    return {
-        "name": name,
-        "max_batch_size": 4,
-        "inputs": [spec(*i) for i in inputs],
-        "outputs": [spec(*o) for o in outputs],
-    }
-
-
-def _save(repo: Path, name: str, module: torch.nn.Module, config: dict) -> Path:
-    (repo / name / "1").mkdir(parents=True)
-    with torchscript_deprecation_noted():
-        torch.jit.script(module).save(str(repo / name / "1" / "model.pt"))
-    (repo / name / "config.json").write_text(json.dumps(config))
-    return repo / name
-
-
 @pytest.fixture(scope="module")
 def op_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert TEST_OPS.is_file(), f"{TEST_OPS} is built by tools/bootstrap.sh (cpp/tests/CMakeLists.txt)"
     torch.ops.load_library(str(TEST_OPS))  # to script ScaleAdd here; the server has no Python to do this
     repo = tmp_path_factory.mktemp("ops")
-    _save(
-        repo,
-        "nms",
-        NmsCount(),
-        _config("nms", [("boxes", "FP32", [8, 4]), ("scores", "FP32", [8])], [("kept", "INT64", [1])]),
+    save_scripted(
+        repo, "nms", NmsCount(), [("boxes", "FP32", [8, 4]), ("scores", "FP32", [8])], [("kept", "INT64", [1])]
     )
-    _save(repo, "scale_add", ScaleAdd(), _config("scale_add", [("x", "FP32", [5])], [("y", "FP32", [5])]))
+    save_scripted(repo, "scale_add", ScaleAdd(), [("x", "FP32", [5])], [("y", "FP32", [5])])
     return repo
 
 

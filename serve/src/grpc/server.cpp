@@ -120,18 +120,26 @@ torch::Tensor decode_input(const inference::ModelInferRequest::InferInputTensor&
 // which drops the request while it is still queued.
 class InferReactor : public grpc::ServerUnaryReactor {
  public:
-  InferReactor() : cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
+  explicit InferReactor(Counters& counters)
+      : counters_(counters), cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
   const std::shared_ptr<std::atomic<bool>>& cancelled() const { return cancelled_; }
   void OnCancel() override { cancelled_->store(true); }
   void OnDone() override { delete this; }
+  // Finish, counted once by its status code (a call the client cancelled counts as CANCELLED).
+  void finish(const grpc::Status& status) {
+    counters_.count(cancelled_->load() ? grpc::StatusCode::CANCELLED : status.error_code());
+    Finish(status);
+  }
 
  private:
+  Counters& counters_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
 };
 
 class Handler final : public GRPCInferenceService::CallbackService {
  public:
-  Handler(serve::Service& service, size_t max_bytes) : service_(service), max_bytes_(max_bytes) {}
+  Handler(serve::Service& service, Counters& counters, size_t max_bytes)
+      : service_(service), counters_(counters), max_bytes_(max_bytes) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context, const inference::ServerLiveRequest*,
                                        inference::ServerLiveResponse* response) override {
@@ -211,7 +219,7 @@ class Handler final : public GRPCInferenceService::CallbackService {
 
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext*, const inference::ModelInferRequest* request,
                                        inference::ModelInferResponse* response) override {
-    auto* reactor = new InferReactor();
+    auto* reactor = new InferReactor(counters_);
     try {
       auto model = service_.find_model(request->model_name(), opt(request->model_version()));
       model->refuse_if_overloaded();  // before decoding, as over HTTP
@@ -238,7 +246,7 @@ class Handler final : public GRPCInferenceService::CallbackService {
       }
       auto done = [reactor, response, model, selection = std::move(selection), id = request->id()](
                       std::exception_ptr error, std::vector<torch::Tensor> outputs) {
-        if (error) return reactor->Finish(to_status(error, "ModelInfer"));
+        if (error) return reactor->finish(to_status(error, "ModelInfer"));
         try {
           response->set_model_name(model->name());
           response->set_model_version(model->version());
@@ -252,19 +260,20 @@ class Handler final : public GRPCInferenceService::CallbackService {
             response->add_raw_output_contents()->assign(static_cast<const char*>(t.data_ptr()), t.nbytes());
           }
         } catch (...) {
-          return reactor->Finish(to_status(std::current_exception(), "ModelInfer"));
+          return reactor->finish(to_status(std::current_exception(), "ModelInfer"));
         }
-        reactor->Finish(grpc::Status::OK);
+        reactor->finish(grpc::Status::OK);
       };
       model->submit(inputs, std::nullopt, std::move(done), reactor->cancelled());
     } catch (...) {
-      reactor->Finish(to_status(std::current_exception(), "ModelInfer"));
+      reactor->finish(to_status(std::current_exception(), "ModelInfer"));
     }
     return reactor;
   }
 
  private:
-  static grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* context, const grpc::Status& status) {
+    counters_.count(status.error_code());
     auto* reactor = context->DefaultReactor();
     reactor->Finish(status);
     return reactor;
@@ -281,6 +290,7 @@ class Handler final : public GRPCInferenceService::CallbackService {
   }
 
   serve::Service& service_;
+  Counters& counters_;
   size_t max_bytes_;
 };
 
@@ -291,8 +301,8 @@ std::string address(const std::string& host, int port) {
 }  // namespace
 
 struct Server::Impl {
-  Impl(Service& service, std::string h, int p, size_t max_bytes)
-      : handler(service, max_bytes), host(std::move(h)), port(p), max_message_bytes(max_bytes) {}
+  Impl(Service& service, std::string h, int p, Counters& counters, size_t max_bytes)
+      : handler(service, counters, max_bytes), host(std::move(h)), port(p), max_message_bytes(max_bytes) {}
   Handler handler;
   std::string host;
   int port;
@@ -301,8 +311,8 @@ struct Server::Impl {
   std::once_flag stopped;
 };
 
-Server::Server(Service& service, std::string host, int port, size_t max_message_bytes)
-    : impl_(std::make_unique<Impl>(service, std::move(host), port, max_message_bytes)) {}
+Server::Server(Service& service, std::string host, int port, Counters& counters, size_t max_message_bytes)
+    : impl_(std::make_unique<Impl>(service, std::move(host), port, counters, max_message_bytes)) {}
 
 Server::~Server() {
   if (impl_->server) shutdown(std::chrono::steady_clock::now());

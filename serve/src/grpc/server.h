@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "grpc/counters.h"
+
 namespace torchship::serve {
 class Service;
 }
@@ -17,7 +19,8 @@ namespace torchship::serve::grpc_front {
 class Server {
  public:
   // `max_message_bytes`: the largest request (and response) message; gRPC's default is 4 MiB.
-  Server(Service& service, std::string host, int port, size_t max_message_bytes = size_t{64} << 20);
+  // `counters` count every finished call by status code (for /metrics); they must outlive the server.
+  Server(Service& service, std::string host, int port, Counters& counters, size_t max_message_bytes = size_t{64} << 20);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
