@@ -21,38 +21,16 @@ import argparse
 import asyncio
 import json
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
 
+import closed_loop
+from closed_loop import raise_nofile, read_answer, request
 from torchship.server_process import ServerProcess
 
 MODEL = "thermometer_mlp"
 BODY = json.dumps({"inputs": [{"name": "t_u", "shape": [1, 1], "datatype": "FP32", "data": [55.0]}]}).encode()
-
-
-def raise_nofile() -> int:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def request(path: str, body: bytes = b"", keep_alive: bool = True) -> bytes:
-    method = "POST" if body else "GET"
-    conn = "" if keep_alive else "Connection: close\r\n"
-    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{conn}Content-Length: {len(body)}\r\n\r\n".encode() + body
-
-
-async def read_answer(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return status
 
 
 def cpu_model() -> str:
@@ -168,40 +146,25 @@ async def header_bomb(server: ServerProcess, total: int = 1 << 30) -> dict:
 
 
 async def fairness(server: ServerProcess, connections: int, seconds: float) -> dict:
-    counts = [0] * connections
-    worst = [0.0] * connections
-    stop_at = time.perf_counter() + seconds
-
-    async def loop(k: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        payload = request(f"/v2/models/{MODEL}/infer", BODY)
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            writer.write(payload)
-            await read_answer(reader)
-            worst[k] = max(worst[k], time.perf_counter() - started)
-            counts[k] += 1
-        writer.close()
-
-    await asyncio.gather(*(loop(k) for k in range(connections)))
-    med = statistics.median(counts)
-    return {
-        "connections": connections,
-        "seconds": seconds,
-        "requests": sum(counts),
-        "req_per_s": sum(counts) / seconds,
-        "median_per_connection": med,
-        "min_per_connection": min(counts),
-        "min_over_median": min(counts) / med if med else 0.0,
-        "max_wait_s": max(worst),
-    }
+    return await closed_loop.fairness(server.port, f"/v2/models/{MODEL}/infer", BODY, connections, seconds)
 
 
 async def main_async(args: argparse.Namespace) -> dict:
     hard = raise_nofile()
     log = Path(args.log_dir)
     log.mkdir(parents=True, exist_ok=True)
-    common = ["--device", "cpu", "--log-level", "warning", "--model", MODEL, "--max-connections", "19000"]
+    common = [
+        "--device",
+        "cpu",
+        "--log-level",
+        "warning",
+        "--model",
+        MODEL,
+        "--max-connections",
+        "19000",
+        "--max-queue-size",
+        "4096",
+    ]
     result: dict = {"cpu": cpu_model(), "nofile_hard": hard}
     # 1a: timeouts above the window, so the hostile connections stay.
     long = ["--keep-alive-timeout-ms", "600000", "--header-timeout-ms", "600000"]

@@ -163,6 +163,32 @@ def _allocators(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _fairness(results: dict) -> list[str]:
+    points = results.get("fairness")
+    if not points:
+        return []
+    lines = [
+        "## Every connection served (thermometer_mlp, JSON)",
+        "",
+        "N keep-alive connections each send one request, wait for the answer and repeat "
+        "(`benchmarks/closed_loop.py`, a Python asyncio client sharing the CPUs: it bounds the absolute rates). "
+        "wrk cannot show this: it reports totals, and a connection the server never reads adds nothing to them. "
+        "The server runs with `--max-queue-size 4096`, so this measures who is served, not overload.",
+        "",
+        "| connections | req/s | vs 64 | median requests per connection | slowest connection / median "
+        "| longest wait ms | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = next((p["req_per_s"] for p in points if p["connections"] == 64), points[0]["req_per_s"])
+    for p in points:
+        lines.append(
+            f"| {p['connections']} | {p['req_per_s']:,.0f} | {p['req_per_s'] / base:.2f} | "
+            f"{p['median_per_connection']:.0f} | {p['min_over_median']:.2f} | {p['max_wait_s'] * 1e3:.0f} | "
+            f"{p['errors']} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
     png = out.with_suffix(".png")
     _plot(results, png)
@@ -206,6 +232,7 @@ def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
     ]
     lines += _targets(results)
     lines += _allocators(results)
+    lines += _fairness(results)
     for model, limit in results["in_process"].items():
         lines += [
             f"## {model}",

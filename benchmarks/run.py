@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 CONCURRENCY = (1, 4, 16, 64)
+# Connections for the per-connection fairness points (closed_loop.py), on the MLP: wrk reports totals only.
+FAIRNESS_CONNECTIONS = (64, 256, 1024)
 # model -> one request's input shape (the input's name comes from config.json)
 MODELS = {"thermometer_mlp": (1, 1), "resnet18": (1, 3, 224, 224), "resnet50": (1, 3, 224, 224)}
 DEFAULT_MODELS = "thermometer_mlp,resnet18"  # the CPU benchmark; ResNet-50 is for GPUs (benchmarks/gpu.sh)
@@ -268,6 +270,30 @@ def measure_server(
     return points
 
 
+def fairness_points(repo: Path, model: str, extra: list[str], connections: list[int], seconds: float) -> list[dict]:
+    """Every connection served, not just the total: closed-loop JSON requests on each of N keep-alive connections."""
+    import asyncio
+
+    import closed_loop
+
+    closed_loop.raise_nofile()
+    body = write_payloads(repo, model)["json"][0].read_bytes()
+    out = []
+    # The queue bound above the connection count: this measures who gets served, not overload (503s).
+    flags = [*extra, "--max-connections", "4096", "--max-queue-size", "4096"]
+    with server("torchship", repo, model, flags) as (url, _pid):
+        port = int(url.rsplit(":", 1)[1])
+        for n in connections:
+            r = asyncio.run(closed_loop.fairness(port, f"/v2/models/{model}/infer", body, n, seconds))
+            print(
+                f"  fairness c={n:<5} {r['req_per_s']:9.1f} req/s  slowest/median connection "
+                f"{r['min_over_median']:.2f}  longest wait {r['max_wait_s'] * 1e3:.0f} ms  errors {r['errors']}",
+                flush=True,
+            )
+            out.append(r)
+    return out
+
+
 def server_allocator() -> str | None:
     """The malloc library torchship-server links (tcmalloc when CMake found it), from ldd."""
     out = subprocess.run(["ldd", str(server_binary())], capture_output=True, text=True, check=True).stdout
@@ -329,6 +355,12 @@ def main() -> None:
         "--repeats", type=int, default=3, help="runs per point; the median is reported (default %(default)s)"
     )
     p.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=list(CONCURRENCY))
+    p.add_argument(
+        "--fairness",
+        type=lambda s: [int(c) for c in s.split(",") if c],
+        default=list(FAIRNESS_CONNECTIONS),
+        help="connection counts for the MLP's per-connection fairness points ('' to skip; default %(default)s)",
+    )
     p.add_argument("--skip-flask", action="store_true", help="measure torchship only")
     p.add_argument("--skip-allocators", action="store_true", help="skip the in-process allocator A/B")
     p.add_argument(
@@ -395,6 +427,8 @@ def main() -> None:
             if not args.skip_flask and variant == "exported":
                 points += measure_server("flask", one, model, payloads, args, [])
             floor = model == "thermometer_mlp" and args.device == "cpu" and variant == "exported"
+            if floor and args.fairness:
+                results["fairness"] = fairness_points(one, model, extra, args.fairness, args.duration * 2)
             if floor and "json" in payloads:
                 points += measure_server("nginx-floor", one, model, {"json": payloads["json"]}, args, [])
             for pt in points:
