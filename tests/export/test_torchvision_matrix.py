@@ -10,6 +10,7 @@ TorchScript for every architecture, ONNX and .pt2 for a few; the detection model
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,10 +51,15 @@ def _export_all(archs: list[Arch], repo: Path) -> dict[str, tuple[torch.nn.Modul
     return out
 
 
-def _serve(repo: Path, log: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(repo, "--device", "cpu", log_path=log).start()
-    yield server
-    assert server.stop() == 0, server.log()
+@contextlib.contextmanager
+def _served(archs: list[Arch], root: Path) -> Iterator[tuple[dict[str, Any], ServerProcess]]:
+    """The architectures exported into one repository, and one server on it."""
+    matrix = _export_all(archs, root / "repo")
+    server = ServerProcess(root / "repo", "--device", "cpu", log_path=root / "server.log").start()
+    try:
+        yield matrix, server
+    finally:
+        assert server.stop() == 0, server.log()
 
 
 def _eager(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -62,14 +68,15 @@ def _eager(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Ten
 
 
 @pytest.fixture(scope="module")
-def default_matrix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn.Module, ExportResult]]:
-    return _export_all(DEFAULT, tmp_path_factory.mktemp("tv") / "repo")
+def default_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], ServerProcess]]:
+    with _served(DEFAULT, tmp_path_factory.mktemp("tv")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def default_server(default_matrix: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    _, result = next(iter(default_matrix.values()))
-    yield from _serve(result.directory.parent.parent, tmp_path_factory.mktemp("tv_log") / "server.log")
+def slow_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], ServerProcess]]:
+    with _served(SLOW, tmp_path_factory.mktemp("tv_slow")) as served:
+        yield served
 
 
 def _config(result: ExportResult) -> dict[str, Any]:
@@ -83,7 +90,7 @@ def _server_parity(
     out = []
     with Client(server.url) as client:
         for batch in BATCHES:
-            x = torch.rand(batch, *arch.image, generator=torch.Generator().manual_seed(batch))
+            x = torch.randn(batch, *arch.image, generator=torch.Generator().manual_seed(batch))
             got = client.infer(arch.name, {spec["name"]: x}, binary_inputs=True, binary_outputs=True)
             for name, expected in _eager(model, x):
                 c = tolerance.compare(got[name], expected, tolerance.tolerance("server"))
@@ -93,20 +100,20 @@ def _server_parity(
 
 
 @pytest.mark.parametrize("arch", DEFAULT, ids=lambda a: a.name)
-def test_default_matrix_serves_what_eager_computes(
-    arch: Arch, default_matrix: dict[str, Any], default_server: ServerProcess
-) -> None:
-    model, result = default_matrix[arch.name]
+def test_default_matrix_serves_what_eager_computes(arch: Arch, default_served: tuple[dict, ServerProcess]) -> None:
+    matrix, server = default_served
+    model, result = matrix[arch.name]
     assert all(r.ok for r in result.rows) and {r.format for r in result.rows} == set(arch.formats)
-    comparisons = _server_parity(default_server, arch, model, result)
+    comparisons = _server_parity(server, arch, model, result)
     assert all(c.scale >= tolerance.REFERENCE_FLOOR for c in comparisons), "the reference is not degenerate"
 
 
-def test_dict_output_names_and_the_scripted_swin(default_matrix: dict[str, Any]) -> None:
-    _, seg = default_matrix["deeplabv3_mobilenet"]
+def test_dict_output_names_and_the_scripted_swin(default_served: tuple[dict, ServerProcess]) -> None:
+    matrix, _ = default_served
+    _, seg = matrix["deeplabv3_mobilenet"]
     outputs = [(o["name"], o["shape"]) for o in _config(seg)["outputs"]]
     assert outputs == [("out", [-1, 3, 32, 32]), ("aux", [-1, 3, 32, 32])]
-    _, swin = default_matrix["swin"]
+    _, swin = matrix["swin"]
     manifest = json.loads((swin.directory / "manifest.json").read_text())
     assert manifest["export"]["torchscript"]["method"] == "script"
 
@@ -120,26 +127,14 @@ def test_random_init_without_calibration_is_caught(tmp_path: Path) -> None:
         export(raw, torch.rand(1, *arch.image), name="vit_raw", repository=tmp_path, max_batch_size=2)
 
 
-@pytest.fixture(scope="module")
-def slow_matrix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.nn.Module, ExportResult]]:
-    return _export_all(SLOW, tmp_path_factory.mktemp("tv_slow") / "repo")
-
-
-@pytest.fixture(scope="module")
-def slow_server(slow_matrix: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    _, result = next(iter(slow_matrix.values()))
-    yield from _serve(result.directory.parent.parent, tmp_path_factory.mktemp("tv_slow_log") / "server.log")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", SLOW, ids=lambda a: a.name)
-def test_slow_matrix_serves_what_eager_computes(
-    arch: Arch, slow_matrix: dict[str, Any], slow_server: ServerProcess
-) -> None:
-    model, result = slow_matrix[arch.name]
+def test_slow_matrix_serves_what_eager_computes(arch: Arch, slow_served: tuple[dict, ServerProcess]) -> None:
+    matrix, server = slow_served
+    model, result = matrix[arch.name]
     variants = {f"pt2.{v}" for v in arch.variants}
     assert all(r.ok for r in result.rows) and {r.format for r in result.rows} == set(arch.formats) | variants
-    _server_parity(slow_server, arch, model, result)
+    _server_parity(server, arch, model, result)
     for fmt in set(arch.formats) - {"torchscript"}:  # the other formats at a batch they were not verified at
         x = torch.rand(2, *arch.image)
         got = formats.LOADERS[fmt](result.directory / formats.artifact_name(fmt), "cpu")(x)
@@ -161,7 +156,7 @@ def test_detection_serves_padded_boxes_compared_as_sets(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "repo", "--device", "cpu", log_path=tmp_path / "server.log")
     with server.start(), Client(server.url) as client:
         for batch in BATCHES:
-            x = torch.rand(batch, *arch.image, generator=torch.Generator().manual_seed(batch))
+            x = torch.randn(batch, *arch.image, generator=torch.Generator().manual_seed(batch))
             got = client.infer(arch.name, {"images": x}, binary_inputs=True, binary_outputs=True)
             expected = tuple(t for _, t in _eager(model, x))
             actual = tuple(got[n] for n in ("boxes", "scores", "labels", "count"))
