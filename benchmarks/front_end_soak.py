@@ -88,9 +88,10 @@ class Hostiles:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def timed(port: int, payload: bytes, n: int) -> list[float]:
+async def timed(port: int, payload: bytes, n: int, spacing_s: float = 0.0) -> list[float]:
     out = []
     for _ in range(n):
+        await asyncio.sleep(spacing_s)
         started = time.perf_counter()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(payload)
@@ -104,15 +105,21 @@ def p99(xs: list[float]) -> float:
     return sorted(xs)[min(len(xs) - 1, int(0.99 * len(xs)))] * 1e3
 
 
-async def starvation(server: ServerProcess, idle: int, slowloris: int) -> dict:
+async def starvation(server: ServerProcess, idle: int, slowloris: int, window_s: float) -> dict:
+    """100 inferences and 100 probes, spread over at least `window_s` (past the header timeout, the server closes
+    the slowloris connections and the soak reopens them: `reopened` counts them)."""
     hostiles = Hostiles(server.port, idle, slowloris)
     await hostiles.start()
-    infer = await timed(server.port, request(f"/v2/models/{MODEL}/infer", BODY, keep_alive=False), 100)
-    live = await timed(server.port, request("/v2/health/live", keep_alive=False), 100)
+    started = time.perf_counter()
+    spacing = window_s / 200
+    infer = await timed(server.port, request(f"/v2/models/{MODEL}/infer", BODY, keep_alive=False), 100, spacing)
+    live = await timed(server.port, request("/v2/health/live", keep_alive=False), 100, spacing)
+    window = time.perf_counter() - started
     await hostiles.stop()
     return {
         "idle": idle,
         "slowloris": slowloris,
+        "window_s": window,
         "reopened": hostiles.reopened,
         "infer_p50_ms": statistics.median(infer) * 1e3,
         "infer_p99_ms": p99(infer),
@@ -170,14 +177,14 @@ async def main_async(args: argparse.Namespace) -> dict:
     long = ["--keep-alive-timeout-ms", "600000", "--header-timeout-ms", "600000"]
     with_long = ServerProcess(args.repository, *common, *long, log_path=log / "long.log").start()
     try:
-        result["starvation_timeouts_above_window"] = await starvation(with_long, args.idle, args.slowloris)
+        result["starvation_timeouts_above_window"] = await starvation(with_long, args.idle, args.slowloris, args.window)
         result["header_bomb_1GiB"] = await header_bomb(with_long)
     finally:
         with_long.stop()
     # 1b: default timeouts; the soak reopens what is closed. 3: fairness.
     default = ServerProcess(args.repository, *common, log_path=log / "default.log").start()
     try:
-        result["starvation_default_timeouts"] = await starvation(default, args.idle, args.slowloris)
+        result["starvation_default_timeouts"] = await starvation(default, args.idle, args.slowloris, args.window)
         result["fairness_c64"] = await fairness(default, 64, args.seconds)
         result["fairness"] = await fairness(default, args.fair_connections, args.seconds)
     finally:
@@ -193,6 +200,13 @@ def main() -> None:
     p.add_argument("--idle", type=int, default=5000)
     p.add_argument("--slowloris", type=int, default=1000)
     p.add_argument("--fair-connections", type=int, default=1024)
+    p.add_argument(
+        "--window",
+        type=float,
+        default=15.0,
+        help="seconds the starvation measurements span at least: above the default --header-timeout-ms (10 s), so "
+        "the default run sees slowloris connections closed and reopened (default %(default)s)",
+    )
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--log-dir", default="/tmp/torchship-soak")
     print(json.dumps(asyncio.run(main_async(p.parse_args())), indent=2))
