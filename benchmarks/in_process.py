@@ -78,11 +78,12 @@ def main() -> None:
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--precision", default="exported", help="exported, fp32, fp16 or bf16")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--format", default="auto", help="auto, torchscript or pt2 (docs/variants.md)")
     a = p.parse_args()
     shape = tuple(int(s) for s in a.shape.split(","))
     batches = [int(b) for b in a.batches.split(",")]
     runtime.configure(intra_op_threads=a.threads, cudnn_benchmark=a.cudnn_benchmark)  # as torchship-server does
-    options = {"device": a.device, "max_batch_size": a.max_batch_size}
+    options = {"device": a.device, "max_batch_size": a.max_batch_size, "format": a.format}
     options |= {"precision": a.precision, "channels_last": a.channels_last}
     print(json.dumps(measure(a.repository, a.model, shape, a.seconds, batches, a.repeats, **options)))
 
