@@ -71,6 +71,7 @@ def test_a_torchscript_file_keeps_its_argument_names_and_dict_keys(model: nn.Mod
     assert manifest["eager_reference"] is None and manifest["reference"].startswith("none: no eager model")
     ran = {c["check"]: c["ok"] for c in manifest["checks"]}
     assert ran["ONNX Runtime on an ONNX export of it (independent kernels)"] is True
+    assert ran["C++ runtime (torchship._C), the same file"] is True  # it returns a dict: served flattened
     assert {r.format for r in rows} >= {"onnx"}
     assert sorted(p.name for p in directory.iterdir()) == ["manifest.json", "model.pt"]
     _matches_eager(model, directory, "torchscript", torch.randn(5, 3, 16, 16))

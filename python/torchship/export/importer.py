@@ -122,22 +122,30 @@ def _specs(
     return specs, examples
 
 
-def _onnx_cross_check(path: Path, staging: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape]) -> Path:
-    """An ONNX export of a TorchScript file, for a runtime with kernels of its own. The TorchScript-based
-    exporter (``dynamo=False``): the dynamo exporter does not take ScriptModules. Its outputs flattened
-    first, as every artifact's are (it cannot export a dict)."""
+def _flat_torchscript(path: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape]) -> torch.jit.ScriptModule:
+    """The TorchScript file with its outputs flattened (the C++ runtime and the ONNX exporter take tensors and
+    tuples only): a trace of ``FlatOutputs`` around the loaded module, which keeps it as one call, its own
+    code unchanged; the trace adds only the fixed indexing of its dict or nested output."""
     with formats.torchscript_deprecation_noted():
         loaded = torch.jit.load(str(path), map_location="cpu")
         example = tuple(shapes.random_inputs(specs, examples, shapes.EXAMPLE_BATCH, seed=0))
-        module = torch.jit.trace(outputs_mod.FlatOutputs(loaded), example, check_trace=False)
-        out = staging / "cross_check.onnx"
-        dynamic = {s.name: {i: f"{s.name}_{i}" for i, d in enumerate(s.shape) if d == -1} for s in specs}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the old exporter's deprecation notice: this file is a check only
-            torch.onnx.export(
-                module, example, str(out), input_names=[s.name for s in specs], dynamic_axes=dynamic,
-                opset_version=formats.ONNX_OPSET, dynamo=False,
-            )  # fmt: skip
+        return torch.jit.trace(outputs_mod.FlatOutputs(loaded), example, check_trace=False)
+
+
+def _onnx_cross_check(
+    module: torch.jit.ScriptModule, staging: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape]
+) -> Path:
+    """An ONNX export of the (flattened) TorchScript module, for a runtime with kernels of its own: the
+    TorchScript-based exporter (``dynamo=False``), since the dynamo exporter does not take ScriptModules."""
+    example = tuple(shapes.random_inputs(specs, examples, shapes.EXAMPLE_BATCH, seed=0))
+    out = staging / "cross_check.onnx"
+    dynamic = {s.name: {i: f"{s.name}_{i}" for i, d in enumerate(s.shape) if d == -1} for s in specs}
+    with formats.torchscript_deprecation_noted(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the old exporter's deprecation notice: this file is a check only
+        torch.onnx.export(
+            module, example, str(out), input_names=[s.name for s in specs], dynamic_axes=dynamic,
+            opset_version=formats.ONNX_OPSET, dynamo=False,
+        )  # fmt: skip
     return out
 
 
@@ -200,7 +208,14 @@ def import_artifact(
     with _staging(repository, name) as staging:
         repo = staging / "repository"
         (repo / name / "1").mkdir(parents=True)
-        _copy(path, fmt, repo / name / "1" / variant.file)
+        flat = _flat_torchscript(path, specs, examples) if fmt == "torchscript" else None
+        wrapped = flat is not None and not outputs_mod.is_flat(eager.runs[0][1])
+        if wrapped:
+            flat.save(str(repo / name / "1" / variant.file))  # type: ignore[union-attr]
+            checks.append({"check": "outputs flattened for serving: model.pt is the file inside a flattening trace "
+                           "(torchship.export.outputs)", "ok": True})  # fmt: skip
+        else:
+            _copy(path, fmt, repo / name / "1" / variant.file)
         weights = f"imported {path.name} (sha256 {sha256(path)[:12]})"
         config = _config(
             name,
@@ -218,7 +233,7 @@ def import_artifact(
         _write_json(repo / name / "config.json", config)
         if fmt == "torchscript":
             try:
-                onnx_path = _onnx_cross_check(path, staging, specs, examples)
+                onnx_path = _onnx_cross_check(flat, staging, specs, examples)  # type: ignore[arg-type]
                 new = verify(formats.load_onnx(onnx_path), "onnx", "cpu", cases, out_specs, name)
                 rows += new
                 checks.append(_check("ONNX Runtime on an ONNX export of it (independent kernels)", new))

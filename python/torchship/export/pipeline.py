@@ -180,10 +180,9 @@ def _targets(formats_: Sequence[str], devices: Sequence[str], extra: Sequence[st
                 continue
             out.append(Variant(fmt, device))
     for text in extra:
+        on = [d for d in devices if d != "cpu"] if text.strip().lower().startswith("fp16") else devices
         try:
-            wanted = [variants.parse(text, d) for d in devices if not (text.startswith("fp16") and d == "cpu")]
-            if not wanted:
-                variants.parse(text, "cpu")  # says why
+            wanted = [variants.parse(text, d) for d in on or ["cpu"]]  # fp16 on the CPU: parse says why not
         except ValueError as e:
             raise ExportError(str(e)) from e
         out += [v for v in wanted if v not in out]
@@ -203,7 +202,7 @@ def _input_names(model: Callable[..., Any], count: int) -> list[str]:
 
 
 def _program_inputs(program: torch.export.ExportedProgram) -> tuple[list[str], dict[str, list[int]]]:
-    """An ExportedProgram's user input names and the dimensions it holds dynamic (besides none)."""
+    """An ExportedProgram's user input names and, per input, the non-batch dimensions it holds symbolic."""
     user = [
         s for s in program.graph_signature.input_specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT
     ]
