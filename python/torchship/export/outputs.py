@@ -122,21 +122,23 @@ def check_structure(results: Sequence[tuple[int, Any]]) -> list[str]:
     """
     names: list[str] | None = None
     for batch, raw in results:
-        per_sample = _per_sample_list(raw, batch) if batch > 1 else None
+        got = [n for n, _ in flatten(raw)]
+        if names is None:
+            names = got
+            continue
+        if got == names:
+            continue
+        per_sample = _per_sample_list(raw, batch)
         if per_sample is not None:
             where = f"output '{per_sample}'" if per_sample else "the output"
             raise OutputStructureError(
                 f"{where} is a list with one entry per input row (batch {batch}): per-sample results such as "
                 f"detections cannot be batched by the server; {DETECTION_HINT}"
             )
-        got = [n for n, _ in flatten(raw)]
-        if names is None:
-            names = got
-        elif got != names:
-            raise OutputStructureError(
-                f"the output's structure changes with the input: {names} at one batch size, {got} at batch {batch}; "
-                "return the same tensors every time"
-            )
+        raise OutputStructureError(
+            f"the output's structure changes with the input: {names} at one batch size, {got} at batch {batch}; "
+            "return the same tensors every time"
+        )
     return names or []
 
 
