@@ -65,6 +65,15 @@ def test_a_bf16_channels_last_pt2_is_compiled_verified_and_listed(tmp_path: Path
     c = tolerance.assert_close(got, expected, atol, "bf16-cl vs eager fp32")
     assert c.max_abs > 0, "it really computed in bf16"
 
+    # The C++ runtime picks the variant from config.json (docs/variants.md): the compiled file, not a conversion.
+    from torchship.runtime import LoadError, Runtime
+
+    with Runtime(tmp_path, format="pt2", precision="bf16", channels_last=True) as rt:
+        native = rt.model("net").infer(x)
+    tolerance.assert_close(native, got, tolerance.SAME_ARTIFACT_TOL, "the same .pt2 in C++ and Python")
+    with pytest.raises(LoadError, match=r"model.bf16-cl.pt2"):  # no fp32 .pt2 was exported: named, not guessed
+        Runtime(tmp_path, format="pt2")
+
 
 def test_variants_that_cannot_be_made_here_are_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"fp16 is compiled and verified only for CUDA"):
