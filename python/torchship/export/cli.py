@@ -55,6 +55,8 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         variants=split_list(args.variants or ""),
         allow_degenerate=args.allow_degenerate or (),
+        quantize=args.quantize,
+        calibration=args.calibration,
     )
     print(format_table(result.rows))
     print(f"exported {result.model} version {result.version} ({result.weights}) -> {result.directory}")
@@ -112,6 +114,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="V1,V2",
         help="further compiled .pt2 variants (docs/variants.md), each verified: bf16, bf16-cl, fp32-cl on the CPU; "
         "fp16, fp16-cl with --device cuda",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="add statically quantized variants (docs/quantization.md): model.int8.pt (FX, x86) and model.int8.pt2 "
+        "(torchao PT2E, X86InductorQuantizer), each verified against fp32 on held-out calibration inputs",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="SOURCE",
+        help="with --quantize: 'dataset' (the checkpoint's own data set, the default where its model declares one), "
+        "a directory of images, a .npy [N, *input shape] already preprocessed, or 'random' (labelled so)",
     )
     p.add_argument(
         "--allow-degenerate",

@@ -34,13 +34,15 @@ from typing import Any
 import torch
 
 from torchship import models, tolerance
+from torchship.export import calibration as calibration_mod
 from torchship.export import formats as formats_mod
 from torchship.export import outputs as outputs_mod
+from torchship.export import quantize as quantize_mod
 from torchship.export import shapes, toolchain, variants
 from torchship.export.errors import ExportError, root_cause
 from torchship.export.formats import ALL_FORMATS
 from torchship.export.shapes import Shape, random_inputs
-from torchship.export.source import Source, from_checkpoint, random_init_checkpoint, weights_digest
+from torchship.export.source import RANDOM_INIT, Source, from_checkpoint, random_init_checkpoint, weights_digest
 from torchship.export.variants import Variant
 from torchship.export.verify import (
     VerificationRow,
@@ -266,6 +268,8 @@ def export(
     allow_degenerate: Sequence[str] = (),
     weights: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    quantize: str | None = None,
+    calibration: str | calibration_mod.Calibration | None = None,
 ) -> ExportResult:
     """Export any model: verified artifacts, config.json and manifest.json in ``repository/name/version``.
 
@@ -277,7 +281,8 @@ def export(
     and ``dynamic`` lists further dynamic dimensions per input
     (``{"image": [2, 3]}``). Output names come from ``outputs`` or from the
     output structure (``torchship.export.outputs``). ``variants`` adds compiled
-    ``.pt2`` variants such as ``"bf16-cl"`` (docs/variants.md).
+    ``.pt2`` variants such as ``"bf16-cl"`` (docs/variants.md). ``quantize="int8"`` adds int8 TorchScript
+    and ``.pt2`` variants calibrated on ``calibration`` (docs/quantization.md).
 
     Every artifact is reloaded in its own runtime and compared with eager
     PyTorch on fresh random inputs; an output that cannot be served, a
@@ -292,6 +297,10 @@ def export(
     if max_batch_size < 1:
         raise ExportError(f"max_batch_size must be >= 1, not {max_batch_size}")
     targets = _targets(formats_, devices, variants)
+    if quantize not in (None, quantize_mod.PRECISION):
+        raise ExportError(f"quantize={quantize!r}: the quantized precision made at export is 'int8'")
+    if quantize:
+        targets += quantize_mod.targets(formats_, devices)
 
     dynamic = dict(dynamic or {})
     if isinstance(model, torch.export.ExportedProgram):
@@ -324,6 +333,18 @@ def export(
     ranges = {s.name: r for s, t in zip(specs, examples_given, strict=True) if (r := shapes.observed_range(t))}
     ranges.update(value_ranges or {})
     unknown = set(allow_degenerate)
+    int8_data = None
+    if quantize:
+        try:
+            int8_data = (
+                calibration
+                if isinstance(calibration, calibration_mod.Calibration)
+                else calibration_mod.load(calibration, specs, examples, preprocessing, seed=seed)
+            )
+        except ValueError as e:
+            raise ExportError(f"model {name!r}: {e}") from e
+        if weights and weights.startswith(RANDOM_INIT) and quantize_mod.calibrate_batchnorm(model, int8_data):
+            weights = f"{weights}, BatchNorm statistics from {int8_data.source}"
 
     if from_program:  # its graph is fixed already; the flag tells exporters so (the module refuses eval())
         for m in model.modules():
@@ -355,6 +376,8 @@ def export(
     export_model = model if outputs_mod.is_flat(probe) else outputs_mod.FlatOutputs(model)
     example = random_inputs(specs, examples, batch=shapes.EXAMPLE_BATCH, seed=seed - 1, value_ranges=ranges)
     dynamic_shapes = shapes.dynamic_shapes(specs, max_batch_size)
+    registry_name = (metadata or {}).get("registry_model") or name
+    int8 = quantize_mod.Int8Check.build(export_model, registry_name, int8_data, max_batch_size) if int8_data else None
 
     repository = Path(repository)
     model_dir = repository / name
@@ -383,7 +406,11 @@ def export(
             try:
                 if not path.exists():  # TorchScript is written once and checked on every device
                     settings.update(
-                        _write(variant, export_model, example, path, specs, out_specs, dynamic_shapes, torchscript)
+                        quantize_mod.write(
+                            variant, export_model, int8.calibration, path, _dynamic_for(export_model, dynamic_shapes)
+                        )
+                        if int8 and variant.precision == quantize_mod.PRECISION
+                        else _write(variant, export_model, example, path, specs, out_specs, dynamic_shapes, torchscript)
                     )
                     artifact = {
                         "file": variant.file,
@@ -400,10 +427,13 @@ def export(
             except Exception as e:
                 raise ExportError(f"model {name!r}: {key} export for {device} failed: {root_cause(e)}") from e
             exported = time.perf_counter()
-            atol = tolerance.variant_tolerance(fmt, device, variant.precision) if variant.converted else None
-            new_rows = verify(runner, fmt if not variant.converted else key, device, cases, out_specs, name, atol)
+            if int8 and variant.precision == quantize_mod.PRECISION:
+                new_rows = int8.verify(variant, runner, out_specs)  # held-out data; agreement and accuracy too
+            else:
+                atol = tolerance.variant_tolerance(fmt, device, variant.precision) if variant.converted else None
+                new_rows = verify(runner, fmt if not variant.converted else key, device, cases, out_specs, name, atol)
             rows += new_rows
-            record = Variant(fmt, "cpu") if fmt == "torchscript" else variant
+            record = dataclasses.replace(variant, device="cpu") if fmt == "torchscript" else variant
             by_variant.setdefault(record, []).extend(new_rows)
             seconds[key] = round(exported - started, 3)
             seconds[f"{key} verify"] = round(time.perf_counter() - exported, 3)
@@ -452,6 +482,7 @@ def export(
             "variants": variant_records,
             "tolerance": {"reference": "eager PyTorch, CPU, fp32", "policy": "docs/tolerance.md"},
             "degenerate_outputs": degenerate,
+            **({"quantization": int8.manifest()} if int8 else {}),
             "verification": [dataclasses.asdict(r) | {"bound": r.bound, "ok": r.ok} for r in rows],
         }
         _write_json(staging / "manifest.json", manifest)
@@ -547,6 +578,8 @@ def export_checkpoint(
     torchscript_method: str | None = None,
     variants: Sequence[str] = (),
     allow_degenerate: Sequence[str] = (),
+    quantize: str | None = None,
+    calibration: str | None = None,
 ) -> ExportResult:
     """Export one checkpoint (a file, an in-memory dict, or a resolved Source) into ``repository``,
     through ``export`` with the interface the checkpoint declares.
@@ -567,6 +600,12 @@ def export_checkpoint(
     except ValueError as e:
         raise ExportError(f"model {name!r}: {e}") from e
     example = random_inputs(inputs, examples, batch=1, seed=seed - 1)
+    data = None
+    if quantize:  # the checkpoint's own data set is a calibration source only here
+        try:
+            data = calibration_mod.load(calibration, inputs, examples, ckpt.get("preprocessing"), ckpt, seed)
+        except ValueError as e:
+            raise ExportError(f"model {name!r}: {e}") from e
     metadata = {
         "registry_model": ckpt["model"],
         "description": entry.description,
@@ -595,6 +634,8 @@ def export_checkpoint(
         allow_degenerate=allow_degenerate,
         weights=source.weights,
         metadata=metadata,
+        quantize=quantize,
+        calibration=data,
     )
 
 
