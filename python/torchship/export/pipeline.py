@@ -24,8 +24,8 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +149,10 @@ def _staging(repository: Path, name: str) -> Iterator[Path]:
     """A hidden directory beside the versions; removed on failure, with the repository if we created it."""
     created = not repository.exists()
     repository.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-staging-", dir=repository))
+    # mkdir, not mkdtemp: mkdtemp's mode 0700 would be the published version's, and a server running as
+    # another user (a container's, a Kubernetes pod's) could not read the model.
+    staging = repository / f".{name}-staging-{uuid.uuid4().hex}"
+    staging.mkdir()
     try:
         yield staging
     except BaseException:
