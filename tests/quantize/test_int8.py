@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sample_images import write_crops
 
 from torchship import tolerance
 from torchship.cli import main
 from torchship.data.digits import digits
 from torchship.export import ExportError, export_registry_model, formats
-from torchship.export.calibration import load
+from torchship.export.calibration import load, write_sample_crops
 from torchship.models.registry import TensorSpec
 
 IMAGE = [TensorSpec("image", (-1, 3, 32, 32), "FP32")]
@@ -122,7 +121,7 @@ def test_calibration_sources_are_split_and_labelled(tmp_path: Path) -> None:
     assert not any(torch.equal(a, b) for a in cal.calibrate for b in cal.held_out), "held-out inputs are unseen"
     random = load("random", IMAGE, [(1, 3, 32, 32)])
     assert random.manifest()["source"].startswith("random inputs") and random.labels is None
-    write_crops(tmp_path / "crops", count=8, size=48)
+    write_sample_crops(tmp_path / "crops", count=8, size=48)
     images = load(
         str(tmp_path / "crops"), IMAGE, [(1, 3, 32, 32)], {"normalize": {"mean": [0.5] * 3, "std": [0.5] * 3}}
     )
@@ -133,7 +132,7 @@ def test_calibration_sources_are_split_and_labelled(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_resnet18_int8_both_flows_agree_with_fp32(tmp_path: Path) -> None:
-    crops = write_crops(tmp_path / "crops", count=48)
+    crops = write_sample_crops(tmp_path / "crops", count=48)
     result = export_registry_model(
         "resnet18", tmp_path / "repo", ["torchscript", "pt2"], quantize="int8", calibration=str(crops[0].parent)
     )

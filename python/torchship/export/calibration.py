@@ -177,3 +177,30 @@ def load(
     raise ValueError(
         f"calibration source {spec!r} is neither 'dataset', 'random', a directory of images nor a .npy file"
     )
+
+
+def write_sample_crops(directory: Path, count: int = 48, size: int = 256, seed: int = 0) -> list[Path]:
+    """Calibration images offline: ``count`` crops of scikit-learn's two bundled photographs (china.jpg,
+    flower.jpg) at several scales and positions, some mirrored, as PNG files in ``directory``. Real
+    photographs, so a classifier's answers vary between them (ImageNet models have no data set here)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # two uint8 [427, 640, 3] arrays
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(size // 2, min(h, w)))
+        top, left = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+        crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = directory / f"crop_{i:03d}.png"
+        crop.save(path)
+        written.append(path)
+    return written
