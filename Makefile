@@ -20,7 +20,7 @@ format: setup
 	clang-format -i cpp/*/*.cpp cpp/*/*/*.h cpp/*/*.h 2>/dev/null || true
 
 bench: setup
-	.venv/bin/python benchmarks/run.py
+	.venv/bin/python benchmarks/run.py --variants exported,bf16-cl,int8
 
 # The linux_x86_64 wheel in dist/, built in build/native (incremental: the set-up built it already).
 wheel: setup

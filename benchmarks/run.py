@@ -1,6 +1,6 @@
 """torchship-server vs the book's Flask baseline vs the in-process limit, measured side by side.
 
-    make bench                                   # everything, medians of 3 runs
+    make bench                                   # everything, medians of 3 runs (ResNet-18: fp32, bf16-cl, int8)
     .venv/bin/python benchmarks/run.py --duration 3 --repeats 1 --models thermometer_mlp   # a quick look
     .venv/bin/python benchmarks/run.py --models resnet18 --concurrency 16 --skip-flask --skip-allocators \
         --server-arg=--max-queue-delay-us=2000 --out /tmp/ab.md                     # an A/B of one setting
@@ -46,7 +46,13 @@ FAIRNESS_CONNECTIONS = (64, 256, 1024)
 MODELS = {"thermometer_mlp": (1, 1), "resnet18": (1, 3, 224, 224), "resnet50": (1, 3, 224, 224)}
 DEFAULT_MODELS = "thermometer_mlp,resnet18"  # the CPU benchmark; ResNet-50 is for GPUs (benchmarks/gpu.sh)
 # A run variant: the precision floating math runs in ("exported": as exported), "-cl" for channels_last.
-PRECISIONS = ("exported", "fp32", "fp16", "bf16")
+PRECISIONS = ("exported", "fp32", "fp16", "bf16", "int8")
+# Run variants made at export for ResNet-18 on the CPU (docs/variants.md): the server and in-process pick
+# model.bf16-cl.pt2 and model.int8.pt from config.json instead of converting model.pt at load.
+EXPORT_VARIANTS = {
+    "bf16-cl": ["--variants", "bf16-cl"],
+    "int8": ["--quantize", "int8", "--calibration", str(WORK / "calibration")],
+}
 
 
 def variant_flags(variant: str) -> list[str]:
@@ -76,11 +82,28 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def prepare_repository(models: list[str]) -> Path:
+def _has_variants(model_dir: Path, wanted: list[str]) -> bool:
+    if not (model_dir / "config.json").is_file():
+        return False
+    records = json.loads((model_dir / "config.json").read_text()).get("variants", [])
+    tags = {r["precision"] + ("-cl" if r["layout"] == "channels_last" else "") for r in records}
+    return set(wanted) <= tags
+
+
+def prepare_repository(models: list[str], variants: list[str]) -> Path:
+    """Exports each model (TorchScript) with the export-time variants asked for; re-exports when one is missing."""
     repo = WORK / "repository"
+    made = [v for v in variants if v in EXPORT_VARIANTS]
     for m in models:
-        if not (repo / m).is_dir():
-            sh(str(BIN / "torchship"), "export", m, "--repository", str(repo), "--formats", "torchscript")
+        wanted = made if m == "resnet18" else []
+        if (repo / m).is_dir() and _has_variants(repo / m, wanted):
+            continue
+        extra = [flag for v in wanted for flag in EXPORT_VARIANTS[v]]
+        if "int8" in wanted:  # ImageNet is not here: crops of scikit-learn's sample photos (docs/quantization.md)
+            from torchship.export.calibration import write_sample_crops
+
+            write_sample_crops(WORK / "calibration")
+        sh(str(BIN / "torchship"), "export", m, "--repository", str(repo), "--formats", "torchscript", *extra)
     return repo
 
 
@@ -88,7 +111,10 @@ def single_repo(repo: Path, model: str) -> Path:
     """A repository holding only `model` (a copy: the runtime refuses symlinks out of a repository), so a
     server loads nothing else."""
     path = WORK / f"repo_{model}"
-    if (path / model).is_symlink():  # made by an earlier version of this script
+    stale = (path / model / "config.json").is_file() and (path / model / "config.json").read_bytes() != (
+        repo / model / "config.json"
+    ).read_bytes()
+    if (path / model).is_symlink() or stale:  # made by an earlier version of this script, or an older export
         shutil.rmtree(path)
     if not path.exists():
         path.mkdir(parents=True)
@@ -375,7 +401,8 @@ def main() -> None:
         "--variants",
         default="exported",
         help="comma-separated run variants: exported, fp32, fp16 or bf16, each optionally -cl (channels_last), "
-        "e.g. fp32,fp16-cl (default %(default)s)",
+        "and int8; for ResNet-18 bf16-cl and int8 are exported variants (model.bf16-cl.pt2, model.int8.pt, "
+        "calibrated on crops of scikit-learn's sample photos), e.g. exported,bf16-cl,int8 (default %(default)s)",
     )
     p.add_argument(
         "--intra-op-threads",
@@ -393,10 +420,12 @@ def main() -> None:
         sys.exit("wrk not found: run tools/bootstrap.sh (it installs Debian's wrk)")
     WORK.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
-    repo = prepare_repository(models)
+    variants = args.variants.split(",")
+    for v in variants:
+        variant_flags(v)  # a bad name stops here, before any export
+    repo = prepare_repository(models, variants)
     allocator = server_allocator()
     results: dict = {"points": [], "in_process": {}, "cold_start_s": {}, "settings": {}, "allocator": allocator}
-    variants = args.variants.split(",")
     for model in models:
         one = single_repo(repo, model)
         payloads = {k: v for k, v in write_payloads(repo, model).items() if k in args.protocols}
@@ -412,6 +441,9 @@ def main() -> None:
         device_flags += ["--cudnn-benchmark"] if args.device != "cpu" else []
         device_flags += ["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []
         for variant in variants:
+            if variant in EXPORT_VARIANTS and model != "resnet18":
+                print(f"== {model} {variant}: skipped (exported for ResNet-18 only)", flush=True)
+                continue
             label = model if variant == "exported" else f"{model} {variant}"
             print(f"== {label}", flush=True)
             flags = variant_flags(variant)
