@@ -79,11 +79,17 @@ ARCHS = [
         torchscript="script",  # tracing freezes its padding and shift decisions (TracerWarnings in torchvision)
     ),
     Arch(
+        "lraspp_mobilenet",
+        "LR-ASPP segmentation (dict output)",
+        lambda: segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3),
+    ),
+    Arch(
         "deeplabv3_mobilenet",
-        "DeepLabV3 segmentation (dict output)",
+        "DeepLabV3 segmentation (dict output with an auxiliary head)",
         lambda: segmentation.deeplabv3_mobilenet_v3_large(
             weights=None, weights_backbone=None, num_classes=3, aux_loss=True
         ),
+        slow=True,
     ),
     Arch(
         "efficientnet_b0",
@@ -140,7 +146,7 @@ def non_degenerate(model: nn.Module, arch: Arch, seed: int = 0, batches: int = 3
         m.train()
     with torch.no_grad():
         for _ in range(batches):
-            x = torch.rand(batch_size, *arch.image, generator=g)
+            x = torch.randn(batch_size, *arch.image, generator=g)  # the distribution verification draws from
             if isinstance(model, PaddedDetections):
                 _detector_calibration(model, x)
             else:
