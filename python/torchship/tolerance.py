@@ -174,18 +174,20 @@ VARIANT_TOL = {
 
 
 # int8 variants (docs/quantization.md) vs eager fp32 on CPU, on held-out inputs of the calibration source,
-# times max |expected|, per registry model: about twice the worst measured over both flows (FX TorchScript,
-# PT2E .pt2), docs/tolerance.md. Quantization error is a property of the model and its data, so an
-# unlisted model is refused rather than guessed.
+# times max |expected|, per registry model: about twice the worst measured over both flows (docs/tolerance.md).
+# digits_net, trained, its validation split: FX 2.1e-2 to 2.3e-2. resnet18, random-init with BatchNorm
+# statistics from 24 sample-photo crops, 24 other crops: FX 8.0e-2, PT2E 5.8e-2. Quantization error is a
+# property of the model and its data, so an unlisted model is refused rather than guessed.
 INT8_TOL = {
-    "digits_net": 0.15,
-    "resnet18": 0.3,
+    "digits_net": 5e-2,
+    "resnet18": 0.15,
 }
-# Top-1 agreement with fp32 on those held-out inputs, and (labelled data) held-out accuracy no more than
-# INT8_ACCURACY_DROP below fp32's (digits: 1 point, about 3 of the 359 validation images).
+# Top-1 agreement with fp32 on those held-out inputs (measured: digits_net 100 % of 359; resnet18 83.3 % FX and
+# 87.5 % PT2E of 24 crops, a random network's near-ties), and (labelled data) held-out accuracy no more than
+# INT8_ACCURACY_DROP below fp32's (digits: 1 point, about 3 of the 359 validation images; measured 0).
 INT8_AGREEMENT = {
     "digits_net": 0.98,
-    "resnet18": 0.8,
+    "resnet18": 0.75,
 }
 INT8_ACCURACY_DROP = 0.01
 
