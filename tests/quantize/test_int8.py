@@ -19,7 +19,7 @@ import torch
 from torchship import tolerance
 from torchship.cli import main
 from torchship.data.digits import digits
-from torchship.export import ExportError, export_registry_model, formats
+from torchship.export import ExportError, export_checkpoint, export_registry_model, formats
 from torchship.export.calibration import load, write_sample_crops
 from torchship.models.registry import TensorSpec
 
@@ -152,3 +152,21 @@ def test_resnet18_int8_both_flows_agree_with_fp32(tmp_path: Path) -> None:
     with Runtime(tmp_path / "repo", format="pt2", precision="int8") as rt:
         native = rt.model("resnet18").infer(x)
     tolerance.assert_close(native, want, tolerance.SAME_ARTIFACT_TOL, "model.int8.pt2 in C++ and Python")
+
+
+def test_an_int8_variant_outside_its_bound_is_refused_and_nothing_written(
+    digits_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(tolerance.INT8_TOL, "digits_net", 1e-6)  # int8 cannot come that close: the check must bite
+    ckpt = digits_repo.parent / "digits_net.ckpt"
+    with pytest.raises(ExportError, match=r"(?s)verification against eager PyTorch.*torchscript.int8.*FAIL"):
+        export_checkpoint(ckpt, tmp_path / "repo", ["torchscript"], quantize="int8")
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.slow
+def test_the_chapter_8_net_int8_pt2_is_refused_with_the_way_out(digits_repo: Path, tmp_path: Path) -> None:
+    """AOTInductor bakes the calibration batch into this model's int8 package (docs/quantization.md)."""
+    ckpt = digits_repo.parent / "digits_net.ckpt"
+    with pytest.raises(ExportError, match=r"one batch size .*--formats torchscript"):
+        export_checkpoint(ckpt, tmp_path / "repo", ["pt2"], quantize="int8", max_batch_size=8)

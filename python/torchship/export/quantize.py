@@ -159,7 +159,15 @@ class Int8Check:
             atol = tolerance.int8_tolerance(self.model)
         except KeyError as e:
             raise ExportError(f"model {self.model!r}: {e.args[0]}") from None
-        rows = verify(runner, variant.settings_key, "cpu", self.cases, outputs, self.model, atol)
+        try:
+            rows = verify(runner, variant.settings_key, "cpu", self.cases, outputs, self.model, atol)
+        except ExportError as e:
+            if variant.format == "pt2" and "shape" in str(e):  # the chapter 8 Net: the batch baked in
+                raise ExportError(
+                    f"{e}. AOTInductor compiled this int8 package for one batch size (docs/quantization.md); "
+                    "make the int8 variant as TorchScript only: --formats torchscript"
+                ) from e
+            raise
         result: dict[str, Any] = {
             "inputs": f"{len(self.calibration.held_out)} held-out inputs of the calibration source",
             "max_abs": max(r.max_abs for r in rows),
