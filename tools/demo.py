@@ -3,8 +3,10 @@
     make demo
 
 train (thermometer linear + MLP from the book's chapter 5/6 data, a CNN on scikit-learn's digits)
+   and, for part 2, generated CT scans -> nodule classifier, segmentation, malignancy fine-tuning (briefly)
 -> export (TorchScript, ONNX, .pt2, each verified against eager)
 -> start torchship-server -> send requests with the client -> predictions
+-> the chapter 14 pipeline on a generated CT, every model call through the server
 -> the parity table over every runtime -> stop the server cleanly (SIGTERM, exit 0).
 Everything lands in demo_output/.
 """
@@ -22,6 +24,7 @@ import torch
 OUT = Path("demo_output")
 CKPT = OUT / "checkpoints"
 REPO = OUT / "model_repository"
+LUNA = OUT / "luna"
 TORCHSHIP = str(Path(sys.executable).with_name("torchship"))
 
 
@@ -37,30 +40,41 @@ def main() -> None:
     began = time.perf_counter()
     shutil.rmtree(OUT, ignore_errors=True)
 
-    step("1/6 train: chapter 5 linear model, chapter 6 MLP, chapter 8 Net on scikit-learn's 8x8 digits")
+    step("1/7 train: chapter 5 linear model, chapter 6 MLP, chapter 8 Net on digits, part 2 on generated CTs")
     cli("train", "thermometer-linear", "--out", str(CKPT / "thermometer_linear.ckpt"))
     print("   (book, chapter 5: w 5.3671, b -17.3012, loss 2.927647)")
     cli("train", "thermometer-mlp", "--out", str(CKPT / "thermometer_mlp.ckpt"))
     cli("train", "digits-net", "--epochs", "8", "--tb-dir", str(OUT / "runs"), "--out", str(CKPT / "digits_net.ckpt"))
+    # Part 2, in miniature: three generated 32x64x64 scans, a few dozen training samples per model.
+    luna = ("--data-dir", str(LUNA), "--val-stride", "2", "--tb-dir", str(OUT / "runs"), "--max-cts", "3")
+    cli("data", "synth-luna", "--out", str(LUNA), "--series", "3", "--seed", "7", "--shape", "32x64x64", "--ratio", "4",
+        "--nodules-per-series", "2")  # fmt: skip
+    short = ("--epochs", "1", "--batch-size", "8", "--cache-dir", "")
+    cli("train", "luna-classifier", *luna, *short, "--balanced", "--epoch-size", "32",
+        "--out", str(CKPT / "luna_classifier.ckpt"))  # fmt: skip
+    cli("train", "luna-segmentation", *luna, "--epochs", "1", "--batch-size", "8", "--epoch-size", "32",
+        "--out", str(CKPT / "luna_segmentation.ckpt"))  # fmt: skip
+    cli("train", "luna-classifier", *luna, *short, "--epoch-size", "16", "--task", "malignancy",
+        "--finetune", str(CKPT / "luna_classifier.ckpt"), "--out", str(CKPT / "luna_malignancy.ckpt"))  # fmt: skip
 
-    step("2/6 export: TorchScript + ONNX + .pt2, each verified against eager PyTorch before it counts")
+    step("2/7 export: TorchScript + ONNX + .pt2, each verified against eager PyTorch before it counts")
     for name in ("thermometer_linear", "thermometer_mlp", "digits_net"):
         cli("export", str(CKPT / f"{name}.ckpt"), "--repository", str(REPO))
-    # An architecture with two outputs (logits, probabilities), untrained and labelled as such.
-    cli(
-        "export", "luna_classifier", "--repository", str(REPO), "--formats", "torchscript,onnx", "--max-batch-size", "8"
-    )
+    # Part 2: the nodule and malignancy classifiers (two outputs: logits, probabilities) and the segmentation model.
+    for name in ("luna_classifier", "luna_malignancy", "luna_segmentation"):
+        ckpt = CKPT / (f"{name}.best.ckpt" if name == "luna_segmentation" else f"{name}.ckpt")
+        cli("export", str(ckpt), "--repository", str(REPO), "--formats", "torchscript,onnx", "--max-batch-size", "32")
 
     from torchship.client import Client
     from torchship.data.digits import digits
     from torchship.server_process import ServerProcess
 
-    step("3/6 serve: torchship-server (C++, LibTorch, dynamic batching) on a free loopback port")
+    step("3/7 serve: torchship-server (C++, LibTorch, dynamic batching) on a free loopback port")
     server = ServerProcess(REPO, "--device", "cpu", "--grpc-port", "0", log_path=OUT / "server.log").start()
     print(f"   ready at {server.url} (pid {server.pid}); log in {server.log_path}")
     try:
         with Client(server.url) as client:
-            step("4/6 predict: requests through the Open Inference Protocol")
+            step("4/7 predict: requests through the Open Inference Protocol")
             readings = torch.tensor([[35.7], [55.9], [81.9], [21.8]])
             for name in ("thermometer_linear", "thermometer_mlp"):
                 celsius = client.infer(name, readings)["t_c"]
@@ -77,13 +91,17 @@ def main() -> None:
             print(f"                                      true labels {labels[:12].tolist()}")
             print(f"   digits_net: {accuracy:.1%} of 200 held-out digits right (binary tensor protocol)")
 
-            step("5/6 parity: every model through every runtime against eager PyTorch")
+            step("5/7 diagnose: the chapter 14 pipeline on a generated CT, every model call through the server")
+            scan = sorted(LUNA.glob("subset*/*.mhd"))[0]
+            cli("diagnose", str(scan), "--url", server.url)
+
+            step("6/7 parity: every model through every runtime against eager PyTorch")
             cli(
                 "parity", "--repository", str(REPO), "--server-url", server.url,
                 "--grpc-address", f"127.0.0.1:{server.grpc_port}", "--markdown", str(OUT / "parity.md"),
             )  # fmt: skip
     finally:
-        step("6/6 stop: SIGTERM, drain, exit")
+        step("7/7 stop: SIGTERM, drain, exit")
         code = server.stop()
         print(f"   torchship-server exited with code {code}")
     print(f"\ndone in {time.perf_counter() - began:.0f} s; everything is in {OUT}/")
