@@ -175,11 +175,12 @@ VARIANT_TOL = {
 
 # int8 variants (docs/quantization.md) vs eager fp32 on CPU, on held-out inputs of the calibration source,
 # times max |expected|, per registry model: about twice the worst measured over both flows (docs/tolerance.md).
-# digits_net, trained, its validation split: FX 2.1e-2 to 2.3e-2. resnet18, random-init with BatchNorm
+# digits_net, its validation split: FX 2.3e-2 trained 4 epochs, 1.0e-1 trained 2 (the worst logit of 359; mean
+# abs 3.5e-2 of 7.8). resnet18, random-init with BatchNorm
 # statistics from 24 sample-photo crops, 24 other crops: FX 8.0e-2, PT2E 5.8e-2. Quantization error is a
 # property of the model and its data, so an unlisted model is refused rather than guessed.
 INT8_TOL = {
-    "digits_net": 5e-2,
+    "digits_net": 0.2,
     "resnet18": 0.15,
 }
 # Top-1 agreement with fp32 on those held-out inputs (measured: digits_net 100 % of 359; resnet18 83.3 % FX and
