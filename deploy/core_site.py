@@ -78,11 +78,12 @@ def main() -> None:
     parser.add_argument("dest", type=Path)
     parser.add_argument("--symlink", action="store_true", help="symbolic links instead of hard links")
     parser.add_argument("--list", action="store_true", help="only print the distributions")
+    parser.add_argument("--also", action="append", default=[], help="another distribution to link (e.g. pip)")
     args = parser.parse_args()
+    names = core_closure() | closure(args.also)
     if args.list:
-        print("\n".join(sorted(core_closure())))
+        print("\n".join(sorted(names)))
         return
-    names = core_closure()
     print(
         f"{stage(args.dest, names, os.symlink if args.symlink else os.link)} files of {len(names)} distributions "
         f"linked into {args.dest}"
