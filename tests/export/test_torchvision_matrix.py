@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,14 @@ def test_detection_serves_padded_boxes_compared_as_sets(tmp_path: Path) -> None:
             actual = tuple(got[n] for n in ("boxes", "scores", "labels", "count"))
             c = tolerance.compare_detections(actual, expected, tolerance.tolerance("server"))
             assert c.ok and c.matched == int(expected[3].sum()), f"batch {batch}: {c}"
+    # The same file adopted by `torchship import` in a fresh process, where nothing imported torchvision first.
+    argv = ["import", str(result.directory / "model.pt"), "--name", "imported", "--repository", str(tmp_path / "r2")]
+    done = subprocess.run(
+        [sys.executable, "-m", "torchship.cli", *argv, "--input", "images=1x3x128x128", "--max-batch-size", "3"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "ok  C++ runtime (torchship._C), the same file" in done.stdout
 
 
 @pytest.mark.slow

@@ -238,3 +238,25 @@ def test_detections_are_compared_as_sets_not_by_position() -> None:
     assert not c.ok and c.unmatched == 4
     fewer = (boxes, scores, labels, torch.tensor([1]))
     assert tolerance.compare_detections(fewer, (boxes, scores, labels, count), 1e-5).unmatched == 1
+
+
+class Branchy(nn.Module):
+    """Control flow (scripted) and a dict output (flattened by a trace around the scripted module)."""
+
+    def forward(self, images: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        if bool(scale.sum() > 0):
+            return {"y": images * scale, "n": images.sum(1)}
+        return {"y": images - scale, "n": images.sum(1)}
+
+
+def test_a_scripted_dict_model_keeps_its_input_names_in_the_torchscript_schema(tmp_path: Path) -> None:
+    """The C++ runtime checks the forward schema's argument names against config.json (issue 13, item 6)."""
+    example = {"images": torch.randn(1, 4), "scale": torch.randn(1, 4)}
+    result = export(
+        Branchy(), example, name="branchy", repository=tmp_path, max_batch_size=4, formats=["torchscript"],
+        torchscript="script",
+    )  # fmt: skip
+    module = formats.jit_load(result.directory / "model.pt")
+    assert [a.name for a in module.forward.schema.arguments[1:]] == ["images", "scale"]
+    assert [o["name"] for o in _config(result)["outputs"]] == ["y", "n"]
+    assert "prim::If" in str(module.graph) or "prim::If" in str(module.model.graph), "both branches survive"

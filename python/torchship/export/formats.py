@@ -6,6 +6,7 @@ CPU tensors out, whatever device it runs on."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -138,7 +139,7 @@ def export_torchscript(
         if method == "script" and isinstance(model, outputs.FlatOutputs):
             # Script the model (its control flow survives as one scripted call), then trace the flattening of
             # its dict/nested output around it: a fixed structure, so tracing it freezes nothing that varies.
-            module, found = _trace(outputs.FlatOutputs(torch.jit.script(model.model)), example)
+            module, found = _trace(type(model)(torch.jit.script(model.model)), example)  # the same named wrapper
         elif method == "script":
             module = torch.jit.script(model)
         elif method == "trace":
@@ -149,9 +150,17 @@ def export_torchscript(
     return found
 
 
-def load_torchscript(path: Path, device: str = "cpu") -> Runner:
+def jit_load(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    """torch.jit.load, with torchvision's operators registered first where torchvision is installed: every
+    detection model calls torchvision::nms, unknown to torch until torchvision is imported."""
+    if importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401  (registers torchvision::* ops)
     with torchscript_deprecation_noted():
-        module = torch.jit.load(str(path), map_location=device)
+        return torch.jit.load(str(path), map_location=device)
+
+
+def load_torchscript(path: Path, device: str = "cpu") -> Runner:
+    module = jit_load(path, device)
     module.eval()
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

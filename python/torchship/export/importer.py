@@ -73,8 +73,7 @@ def signature(path: Path, fmt: str) -> list[TensorSpec | str]:
             specs.append(TensorSpec(i.name, dims, _ONNX_DTYPES.get(t.elem_type, f"onnx type {t.elem_type}")))
         return specs
     if fmt == "torchscript":
-        with formats.torchscript_deprecation_noted():
-            module = torch.jit.load(str(path), map_location="cpu")
+        module = formats.jit_load(path)
         return [a.name for a in module.forward.schema.arguments[1:]]  # [0] is self
     return []
 
@@ -127,9 +126,10 @@ def _flat_torchscript(path: Path, specs: Sequence[TensorSpec], examples: Sequenc
     tuples only): a trace of ``FlatOutputs`` around the loaded module, which keeps it as one call, its own
     code unchanged; the trace adds only the fixed indexing of its dict or nested output."""
     with formats.torchscript_deprecation_noted():
-        loaded = torch.jit.load(str(path), map_location="cpu")
+        loaded = formats.jit_load(path)
         example = tuple(shapes.random_inputs(specs, examples, shapes.EXAMPLE_BATCH, seed=0))
-        return torch.jit.trace(outputs_mod.FlatOutputs(loaded), example, check_trace=False)
+        flat = outputs_mod.flat_outputs(loaded, [s.name for s in specs])
+        return torch.jit.trace(flat, example, check_trace=False)
 
 
 def _onnx_cross_check(
@@ -185,8 +185,7 @@ def import_artifact(
         return reference(*x)
 
     if fmt == "torchscript":
-        with formats.torchscript_deprecation_noted():
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = formats.jit_load(path).eval()
     extra = shapes.extra_verification_shapes(specs, examples, None)
     eager = run_eager(raw, name, specs, examples, extra, max_batch_size, seed, ranges)  # type: ignore[arg-type]
     out_specs, cases = output_specs(eager, name, outputs or _onnx_output_names(path, fmt))

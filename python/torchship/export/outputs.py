@@ -22,6 +22,8 @@ is refused at export, naming the output and the supported way.
 
 from __future__ import annotations
 
+import inspect
+import keyword
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,6 +97,23 @@ class FlatOutputs(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return as_flat_tuple(self.model(*inputs))
+
+
+def flat_outputs(model: nn.Module, input_names: Sequence[str]) -> FlatOutputs:
+    """``FlatOutputs(model)`` whose forward takes the inputs by name: TorchScript names its forward schema's
+    arguments after them (a trace of ``*inputs`` around a scripted model would say ``argument_1``), and the
+    C++ runtime checks that schema against config.json. Names that are not identifiers keep ``*inputs``."""
+    if not all(n.isidentifier() and not keyword.iskeyword(n) for n in input_names):
+        return FlatOutputs(model)
+    named = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature([inspect.Parameter(n, named) for n in ("self", *input_names)])
+
+    def forward(self: FlatOutputs, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return as_flat_tuple(self.model(*inputs))
+
+    forward.__signature__ = signature  # type: ignore[attr-defined]  # what torch.jit.trace and torch.export read
+    named_class = type("FlatOutputs", (FlatOutputs,), {"forward": forward, "__module__": __name__})
+    return named_class(model)
 
 
 def _per_sample_list(obj: Any, batch: int) -> str | None:
