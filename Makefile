@@ -1,5 +1,5 @@
 # Thin targets; each runs the idempotent set-up first (seconds when ready).
-.PHONY: setup demo test lint format bench clean wheel test-wheel container
+.PHONY: setup demo test test-slow lint format bench clean wheel test-wheel container
 
 setup:
 	tools/bootstrap.sh
@@ -9,7 +9,12 @@ demo: setup
 
 test: setup
 	ctest --test-dir build/native --output-on-failure
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -m "not slow"
+
+# The tests marked slow (the torchvision matrix, part 2 end to end, own-model README run, int8 of large
+# models, ...): minutes each; CI runs them after `make test`.
+test-slow: setup
+	.venv/bin/python -m pytest -m slow --durations=15
 
 lint: setup
 	.venv/bin/ruff check python tests export tools benchmarks
