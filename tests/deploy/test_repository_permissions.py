@@ -9,9 +9,12 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from torchship.export import export_checkpoint
 
 
+@pytest.mark.slow  # 3-7 s: trains the thermometer model (session fixture) and exports it
 def test_an_export_is_readable_by_other_users_under_the_usual_umask(
     thermometer_checkpoint: Path, tmp_path: Path
 ) -> None:
