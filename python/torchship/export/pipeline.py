@@ -410,7 +410,12 @@ def export(
                 if not path.exists():  # TorchScript is written once and checked on every device
                     settings.update(
                         quantize_mod.write(
-                            variant, export_model, int8.calibration, path, _dynamic_for(export_model, dynamic_shapes)
+                            variant,
+                            export_model,
+                            int8.calibration,
+                            path,
+                            _dynamic_for(export_model, dynamic_shapes),
+                            max_batch_size,
                         )
                         if int8 and variant.precision == quantize_mod.PRECISION
                         else _write(variant, export_model, example, path, specs, out_specs, dynamic_shapes, torchscript)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from torchship.export.errors import ExportError
 from torchship.export.variants import Variant
 from torchship.export.verify import Case, VerificationRow, verify
 
+log = logging.getLogger("torchship.export")
 PRECISION = "int8"
 BACKEND = "x86"
 FORMATS = ("torchscript", "pt2")  # ONNX int8 is not made: ONNX Runtime is a verification runtime here
@@ -59,22 +61,30 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def quantize_fx(model: nn.Module, calibration: Calibration) -> torch.jit.ScriptModule:
+def quantize_fx(model: nn.Module, calibration: Calibration, batch: int) -> torch.jit.ScriptModule:
     """FX graph-mode static quantization (x86), calibrated, then traced to TorchScript."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = BACKEND
-    batches = calibration.batches(CALIBRATION_BATCH)
+    batches = calibration.batches(batch)
     with _quiet(), torch.no_grad():
         prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping(BACKEND), (batches[0],))
         for x in batches:
             prepared(x)
         converted = convert_fx(prepared)
-        return torch.jit.trace(converted, (batches[0],))
+        with warnings.catch_warnings(record=True) as caught:
+            # Tracing a quantized graph formats quantized tensors inside torch (tensor -> bool): recorded as in
+            # formats._trace, not raised; verification at every held-out batch size judges the trace.
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            traced = torch.jit.trace(converted, (batches[0],))
+    tracer = {str(w.message).split(".")[0] for w in caught if issubclass(w.category, torch.jit.TracerWarning)}
+    for message in tracer:
+        log.warning("int8 TorchScript: TracerWarning inside torch while tracing the quantized graph: %s", message)
+    return traced
 
 
-def quantize_pt2e(model: nn.Module, calibration: Calibration, dynamic: Any, path: Path) -> None:
+def quantize_pt2e(model: nn.Module, calibration: Calibration, dynamic: Any, path: Path, batch: int) -> None:
     """PT2E (torchao) with X86InductorQuantizer on a strict torch.export, packaged by AOTInductor, frozen."""
     import torch._inductor
     import torch._inductor.config
@@ -84,7 +94,7 @@ def quantize_pt2e(model: nn.Module, calibration: Calibration, dynamic: Any, path
     from torchship.export import toolchain
 
     toolchain.prepare_cpp_extension("cpu")
-    batches = calibration.batches(CALIBRATION_BATCH)
+    batches = calibration.batches(batch)  # the first is torch.export's example: within the batch range
     example = (batches[0],)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     with _quiet(), torch.no_grad():
@@ -98,13 +108,16 @@ def quantize_pt2e(model: nn.Module, calibration: Calibration, dynamic: Any, path
             torch._inductor.aoti_compile_and_package(program, package_path=str(path))
 
 
-def write(variant: Variant, model: nn.Module, calibration: Calibration, path: Path, dynamic: Any) -> dict[str, Any]:
+def write(
+    variant: Variant, model: nn.Module, calibration: Calibration, path: Path, dynamic: Any, max_batch_size: int
+) -> dict[str, Any]:
     """Writes one int8 artifact; returns the settings the manifest records for it."""
+    batch = min(CALIBRATION_BATCH, max_batch_size)
     common = {"precision": PRECISION, "backend": BACKEND, "calibration": calibration.manifest()}
     if variant.format == "torchscript":
-        quantize_fx(model, calibration).save(str(path))
+        quantize_fx(model, calibration, batch).save(str(path))
         return {variant.settings_key: {"flow": "torch.ao.quantization.quantize_fx (FX graph mode, static)", **common}}
-    quantize_pt2e(model, calibration, dynamic, path)
+    quantize_pt2e(model, calibration, dynamic, path, batch)
     import torchao
 
     return {
