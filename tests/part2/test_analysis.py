@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from luna_helpers import write_mhd
 from scipy import ndimage
 from torch import nn
 
-from conftest import write_mhd
 from torchship.analysis.evaluation import match_and_score, roc_auc, summarize
 from torchship.analysis.models import MALIGNANCY, NODULE, SEGMENTATION, EagerModels
 from torchship.analysis.pipeline import Finding, analyze_ct, group_segmentation

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from luna_helpers import write_mhd
 
-from conftest import write_mhd
 from torchship.data.luna.cache import CropCache, CtSource
 from torchship.data.luna.candidates import (
     CandidateInfoTuple,

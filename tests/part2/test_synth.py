@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from luna_helpers import TINY
 
-from conftest import TINY
 from torchship.data.luna.ct import Ct
 from torchship.data.luna.layout import LunaLayout
 from torchship.data.luna.synth import SynthConfig, generate_series, write_dataset
