@@ -59,8 +59,13 @@ fi
 step "base image $BASE_IMAGE"
 
 # --- the wheel and the build context -----------------------------------------
-make --no-print-directory wheel >/dev/null
-wheel=$(ls -t dist/torchship-*.whl | head -n 1)
+# TORCHSHIP_WHEEL: a wheel built already (e.g. by `make wheel` for `make test-wheel` in the same CI run).
+if [ -n "${TORCHSHIP_WHEEL:-}" ]; then
+  wheel=$TORCHSHIP_WHEEL
+else
+  make --no-print-directory wheel >/dev/null
+  wheel=$(ls -t dist/torchship-*.whl | head -n 1)
+fi
 context=$WORK/context
 rm -rf "$context" && mkdir -p "$context"
 cp "$wheel" "$context/"
