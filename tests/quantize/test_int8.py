@@ -165,8 +165,16 @@ def test_an_int8_variant_outside_its_bound_is_refused_and_nothing_written(
 
 
 @pytest.mark.slow
-def test_the_chapter_8_net_int8_pt2_is_refused_with_the_way_out(digits_repo: Path, tmp_path: Path) -> None:
-    """AOTInductor bakes the calibration batch into this model's int8 package (docs/quantization.md)."""
+def test_trained_digits_int8_pt2_through_pt2e_is_verified_and_served(digits_repo: Path, tmp_path: Path) -> None:
+    from torchship.runtime import Runtime
+
     ckpt = digits_repo.parent / "digits_net.ckpt"
-    with pytest.raises(ExportError, match=r"one batch size .*--formats torchscript"):
-        export_checkpoint(ckpt, tmp_path / "repo", ["pt2"], quantize="int8", max_batch_size=8)
+    result = export_checkpoint(ckpt, tmp_path / "repo", ["pt2"], quantize="int8", max_batch_size=64)
+    check = json.loads((result.directory / "manifest.json").read_text())["quantization"]["verification"]["pt2.int8"]
+    assert check["top1_agreement"] >= tolerance.int8_agreement("digits_net")
+    assert check["held_out_accuracy"]["fp32"] - check["held_out_accuracy"]["int8"] <= 0.01
+    x = digits(val_fraction=0.2, split_seed=0).val.images[:5]  # a batch size it was not verified at
+    (want,) = formats.load_pt2(result.directory / "model.int8.pt2")(x)
+    with Runtime(tmp_path / "repo", format="pt2", precision="int8") as rt:
+        native = rt.model("digits_net").infer(x)
+    tolerance.assert_close(native, want, tolerance.SAME_ARTIFACT_TOL, "model.int8.pt2 in C++ and Python")

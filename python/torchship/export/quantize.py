@@ -175,10 +175,10 @@ class Int8Check:
         try:
             rows = verify(runner, variant.settings_key, "cpu", self.cases, outputs, self.model, atol)
         except ExportError as e:
-            if variant.format == "pt2" and "shape" in str(e):  # the chapter 8 Net: the batch baked in
+            if variant.format == "pt2" and "shape" in str(e):  # seen once in a prototype (docs/quantization.md)
                 raise ExportError(
-                    f"{e}. AOTInductor compiled this int8 package for one batch size (docs/quantization.md); "
-                    "make the int8 variant as TorchScript only: --formats torchscript"
+                    f"{e}. This int8 package answered another batch size than it was given; make the int8 variant "
+                    "as TorchScript only (--formats torchscript) or try another --max-batch-size"
                 ) from e
             raise
         result: dict[str, Any] = {
