@@ -22,6 +22,7 @@ pip_quiet() {
 # --- Debian packages for the C++ side ---------------------------------------
 APT_PACKAGES=(g++ cmake ninja-build python3-venv
   nlohmann-json3-dev libgtest-dev libboost-dev zlib1g-dev libcli11-dev libspdlog-dev
+  libturbojpeg0-dev libpng-dev libexif-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libtcmalloc-minimal4 nginx-light wrk curl)
 missing=()

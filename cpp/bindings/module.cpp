@@ -7,6 +7,7 @@
 
 #include "torchship/device.h"
 #include "torchship/errors.h"
+#include "torchship/image.h"
 #include "torchship/op_libraries.h"
 #include "torchship/repository.h"
 #include "torchship/variants.h"
@@ -63,7 +64,8 @@ PYBIND11_MODULE(_C, m) {
   // Base first: pybind11 tries the most recently registered translator first.
   auto error = py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
   py::register_exception<LoadError>(m, "LoadError", error.ptr());
-  py::register_exception<InvalidInputError>(m, "InvalidInputError", PyExc_ValueError);
+  auto invalid = py::register_exception<InvalidInputError>(m, "InvalidInputError", PyExc_ValueError);
+  py::register_exception<TooLargeError>(m, "TooLargeError", invalid.ptr());
   py::register_exception<NotFoundError>(m, "NotFoundError", PyExc_LookupError);
   py::register_exception<OverloadedError>(m, "OverloadedError", error.ptr());
   py::register_exception<UnavailableError>(m, "UnavailableError", error.ptr());
@@ -78,6 +80,14 @@ PYBIND11_MODULE(_C, m) {
     return found ? std::optional<std::string>(found->string()) : std::nullopt;
   });
   m.def("loaded_op_libraries", &loaded_op_libraries);
+  m.def(
+      "decode_image",
+      [](const py::bytes& data, int64_t max_pixels, int64_t max_side) {
+        const std::string_view view = data;  // the bytes object outlives the call
+        py::gil_scoped_release release;
+        return decode_image(view, ImageLimits{max_pixels, max_side});
+      },
+      py::arg("data"), py::arg("max_pixels") = ImageLimits{}.max_pixels, py::arg("max_side") = ImageLimits{}.max_side);
   m.def(
       "parse_device", [](const std::string& spec) { return parse_device(spec).str(); }, py::arg("spec"));
   m.def(

@@ -18,10 +18,6 @@ class MethodNotAllowedError : public InvalidInputError {
  private:
   std::string allow_;
 };
-class TooLargeError : public InvalidInputError {
- public:
-  using InvalidInputError::InvalidInputError;
-};
 class UnsupportedMediaTypeError : public InvalidInputError {
  public:
   using InvalidInputError::InvalidInputError;

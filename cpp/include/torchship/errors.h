@@ -17,6 +17,12 @@ class InvalidInputError : public Error {
   using Error::Error;
 };
 
+// The request, or something in it (a body, an image), is larger than a limit allows (HTTP 413).
+class TooLargeError : public InvalidInputError {
+ public:
+  using InvalidInputError::InvalidInputError;
+};
+
 // Unknown model or version (HTTP 404, Python LookupError).
 class NotFoundError : public Error {
  public:
