@@ -42,7 +42,10 @@ X = [[35.7], [55.9], [81.9]]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`pip wheel --no-build-isolation .`, in build/native (incremental) under the set-up's build lock."""
+    """`pip wheel --no-build-isolation .`, in build/native (incremental) under the set-up's build lock; or the
+    wheel TORCHSHIP_WHEEL names (built already, e.g. by `make wheel` for deploy/container.sh in the same run)."""
+    if given := os.environ.get("TORCHSHIP_WHEEL"):
+        return Path(given).resolve()
     out = tmp_path_factory.mktemp("wheel")
     cmd = ["flock", str(ROOT / "build/.bootstrap.lock"), sys.executable, "-m", "pip", "wheel"]
     cmd += ["--no-build-isolation", "--no-deps", "-q", "-w", str(out), str(ROOT)]
