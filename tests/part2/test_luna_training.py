@@ -1,6 +1,6 @@
 """The chapter 11-13 training apps: metrics against hand-computed values, a few steps that learn, runs end to end.
 
-Run: .venv/bin/python -m pytest tests/part2/test_training.py -q
+Run: .venv/bin/python -m pytest tests/part2/test_luna_training.py -q
 """
 
 from __future__ import annotations
