@@ -335,7 +335,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="SGD learning rate (default 0.001, 0.003 when fine-tuning)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="(default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="weights, sample order and augmentation (default %(default)s)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (default: auto)")
     p.add_argument(
         "--cache-dir", default="data-unversioned/cache", help="on-disk crop cache ('' disables; default %(default)s)"
     )

@@ -328,7 +328,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--augment-{name}", action="store_true", help=f"augment: {name}")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (default: auto)")
     p.add_argument("--max-cts", type=int, default=1, help="CTs kept in memory (default %(default)s)")
     p.add_argument("--tb-dir", default="runs", help="TensorBoard root ('' disables; default %(default)s)")
     p.add_argument("--tb-prefix", default="p2ch13", help="(default %(default)s)")
