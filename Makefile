@@ -1,5 +1,5 @@
 # Thin targets; each runs the idempotent set-up first (seconds when ready).
-.PHONY: setup demo test test-slow lint format bench clean wheel test-wheel container
+.PHONY: setup demo test test-slow test-long lint format bench clean wheel test-wheel container
 
 setup:
 	tools/bootstrap.sh
@@ -14,7 +14,11 @@ test: setup
 # The tests marked slow (the torchvision matrix, part 2 end to end, own-model README run, int8 of large
 # models, ...): minutes each; CI runs them after `make test`.
 test-slow: setup
-	.venv/bin/python -m pytest -m slow --durations=15
+	.venv/bin/python -m pytest -m "slow and not long" --durations=15
+
+# Tens of minutes on 2 cores (part 2's whole story on a generated set); not in CI.
+test-long: setup
+	.venv/bin/python -m pytest -m long -s --durations=15
 
 lint: setup
 	.venv/bin/ruff check python tests export tools benchmarks

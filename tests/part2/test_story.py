@@ -7,7 +7,7 @@ Chapter 13: the segmentation flags >= 80 % of the validation nodules (voxels fla
 Chapter 14: the whole pipeline's funnel, nodule detection and malignancy AUC beside the diameter-only
 baseline are printed (docs/part2.md), with the funnel's invariants asserted.
 
-Run: .venv/bin/python -m pytest tests/part2/test_story.py -q -m slow -s
+Run: .venv/bin/python -m pytest tests/part2/test_story.py -q -m long -s   (make test-long)
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from torchship.data.luna.synth import SynthConfig, write_dataset
 from torchship.training.luna_classifier import LunaClassifierApp, LunaClassifierConfig
 from torchship.training.luna_segmentation import LunaSegmentationApp, LunaSegmentationConfig
 
-pytestmark = pytest.mark.slow
+# Tens of minutes on 2 cores: its own command (make test-long), outside CI's 90 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 # 10 scans, 4 nodules expected per scan, 120 non-nodules per expected nodule: every 5th scan validates.
 # One epoch of 1280 samples: balanced, the positives repeat about 40 times (the larger run in
