@@ -4,7 +4,7 @@ A/B of two torchship-server binaries (e.g. a build of main before a change, and 
 machine in one run: per model, the two servers take turns (old, new, old, new, ...) for `--rounds`
 rounds, each round measuring every protocol and concurrency with wrk (the payloads and wrk script of
 benchmarks/run.py); prints the median req/s per binary and the new/old ratio, and writes them as JSON.
-Both servers get the same flags: `--intra-op-threads` as `make bench` sets it, nothing else.
+Both servers get the same flags: `--intra-op-threads` as `make bench` sets it (or as given), nothing else.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def main() -> None:
     p.add_argument("--connections", default="1,4,16,64")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=3)
+    p.add_argument(
+        "--intra-op-threads", help="both servers' --intra-op-threads (default: make bench's, 2 for ResNet-18, else 1)"
+    )
     p.add_argument("--out", type=Path, default=WORK / "ab_servers.json")
     args = p.parse_args()
     binaries = {"old": args.old, "new": args.new or server_binary()}
@@ -37,13 +40,13 @@ def main() -> None:
     protocols = args.protocols.split(",")
     WORK.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
-    repo = prepare_repository(models)
+    repo = prepare_repository(models, ["exported"])
     summary: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             one = single_repo(repo, model)
             payloads = write_payloads(repo, model)
-            threads = "2" if model == "resnet18" else "1"
+            threads = args.intra_op_threads or ("2" if model == "resnet18" else "1")
             runs: dict[tuple[str, str, int], list[float]] = {}
             for round_ in range(args.rounds):
                 for name, binary in binaries.items():
