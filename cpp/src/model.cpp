@@ -163,9 +163,21 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
     const auto hint = unknown_operator_hint(message);
     return hint.empty() ? message : hint + ". " + message;
   };
-  try {
+  // torchvision's ops are loaded only when a model calls them: loading its library brings libpython and
+  // libtorch_python into the process, and with them a crash at shutdown seen in the server (issue 15's notes).
+  const auto load_instances = [&] {
+    instances_.clear();
     for (int i = 0; i < config_.instance_count; ++i) {
       instances_.push_back(std::make_unique<Instance>(variant_, device_, config_.outputs));
+    }
+  };
+  try {
+    try {
+      load_instances();
+    } catch (const std::exception& e) {
+      const auto message = detail::describe(e);
+      if (message.find("torchvision::") == std::string::npos || !load_torchvision_ops()) throw;
+      load_instances();
     }
   } catch (const std::exception& e) {
     throw LoadError("cannot load " + what + " on " + device_.str() + ": " + with_hint(e));

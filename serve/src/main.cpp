@@ -76,13 +76,9 @@ int run(serve::Options& o, sigset_t signals) {
   settings.allow_tf32 = o.allow_tf32;
   apply_process_settings(settings);  // once, before any model loads
   raise_open_files_limit(o);
-  // Operator libraries before any model: artifacts call their ops by name.
+  // Operator libraries before any model: artifacts call their ops by name. torchvision's are loaded by
+  // the first model that calls one (Model's constructor).
   for (const auto& library : o.extra_libraries) load_op_library(library);
-  try {
-    if (const auto torchvision = load_torchvision_ops()) serve::log::info("torchvision ops: " + torchvision->string());
-  } catch (const LoadError& e) {  // models that need them will say so by name
-    serve::log::warn(std::string("torchvision is installed but its ops could not be loaded: ") + e.what());
-  }
 
   RepositoryOptions repo_options;
   repo_options.model.device = device;
@@ -141,6 +137,7 @@ int run(serve::Options& o, sigset_t signals) {
       for (const auto& m : repository->models()) {
         names += (names.empty() ? "" : ", ") + m->name() + " v" + m->version() + " (" + m->variant().describe() + ")";
       }
+      for (const auto& library : loaded_op_libraries()) serve::log::info("operator library: " + library);
       for (const auto& f : repository->failures()) {
         serve::log::error("model '" + f.name + "' is not available: " + f.reason);
       }

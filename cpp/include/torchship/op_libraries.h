@@ -17,7 +17,8 @@ void load_op_library(const std::filesystem::path& file);
 // libtorch's own location), or nullopt when torchvision is not installed there.
 std::optional<std::filesystem::path> find_torchvision_ops();
 
-// Loads find_torchvision_ops() when present; returns its path, or nullopt when there is none.
+// Loads find_torchvision_ops() when present; returns its path, or nullopt when there is none. The
+// runtime calls it only when a model's artifact calls a torchvision op.
 // torchvision's library links libtorch_python, so a process without Python (the server) loads
 // libpython first (no interpreter is started: it only resolves those symbols).
 std::optional<std::filesystem::path> load_torchvision_ops();
