@@ -164,7 +164,7 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
     return hint.empty() ? message : hint + ". " + message;
   };
   // torchvision's ops are loaded only when a model calls them: loading its library brings libpython and
-  // libtorch_python into the process, and with them a crash at shutdown seen in the server (issue 15's notes).
+  // libtorch_python into the process, and with them a crash while the server drains (issue 12; cause not found).
   const auto load_instances = [&] {
     instances_.clear();
     for (int i = 0; i < config_.instance_count; ++i) {
