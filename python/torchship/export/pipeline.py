@@ -103,9 +103,11 @@ def _config(
     preprocessing: Mapping[str, Any] | None,
     value_ranges: Mapping[str, tuple[int, int]],
     variants_: Sequence[dict[str, Any]],
+    image: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What cpp/src/model_config.cpp parses; ``source_model``, ``weights`` and ``value_range`` are for people
-    and for parity (the integer values verification drew from)."""
+    and for parity (the integer values verification drew from). ``image``: the image graphs' record
+    (docs/images.md), None for a model that takes no images."""
     ins = []
     for s, shape in zip(inputs, examples, strict=True):
         entry = {**s.to_dict(), "example_shape": list(shape)}
@@ -126,6 +128,7 @@ def _config(
         "labels": list(labels) if labels else None,
         "preprocessing": dict(preprocessing or {}),
         "variants": list(variants_),
+        "image": dict(image) if image else None,
     }
 
 
