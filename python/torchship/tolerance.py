@@ -34,6 +34,12 @@ _ABS_TOL = {
     ("onnx", "cpu"): 1e-4,
 }
 SAME_ARTIFACT_TOL = 1e-6  # one artifact in Python TorchScript vs the C++ runtime, both on CPU
+# preprocess.pt (docs/images.md) vs torchvision's v2 tensor transforms: the same uint8 kernels, so only
+# float rounding in the last steps; absolute, on the model input (values O(1)).
+PREPROCESS_TOL = 1e-5
+# ... vs the PIL training path, in uint8 levels before the float steps: PIL resamples in its own fixed
+# point, torch's uint8 kernel in another; measured at most 1 on photos and odd sizes.
+PREPROCESS_PIL_LEVELS = 1
 CUDA_FP32_TOL = 1e-4  # CPU vs CUDA fp32 with TF32 off
 # A model run in reduced precision (Runtime(precision=...), torchship-server --precision) vs eager fp32 on
 # CPU, times max |expected|. Rounding in fp16/bf16 depends on the model's depth and value ranges, so

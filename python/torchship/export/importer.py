@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import shutil
 import warnings
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 
 from torchship import tolerance
-from torchship.export import formats, shapes, toolchain
+from torchship.export import formats, image_graphs, shapes, toolchain
 from torchship.export import outputs as outputs_mod
 from torchship.export.errors import ExportError, root_cause
 from torchship.export.pipeline import _NAME, _config, _next_version, _staging, _versions, _write_json
@@ -160,9 +161,13 @@ def import_artifact(
     value_ranges: Mapping[str, tuple[int, int]] | None = None,
     allow_degenerate: Sequence[str] = (),
     labels: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
     seed: int = 1234,
 ) -> tuple[Path, list[VerificationRow], list[dict[str, Any]]]:
     """Copy ``path`` into ``repository/name/version`` with config.json and a manifest of the checks that ran.
+
+    ``labels`` and ``preprocessing`` are declared as for ``export``: image preprocessing becomes the
+    verified image graphs beside the file (docs/images.md).
 
     Returns the version directory, the comparison rows and the checks."""
     path = Path(path)
@@ -216,6 +221,7 @@ def import_artifact(
         else:
             _copy(path, fmt, repo / name / "1" / variant.file)
         weights = f"imported {path.name} (sha256 {sha256(path)[:12]})"
+        image = image_graphs.write(repo / name / "1", name, specs, out_specs, labels, preprocessing)
         config = _config(
             name,
             f"imported {path.name}",
@@ -225,9 +231,10 @@ def import_artifact(
             examples,
             max_batch_size,
             labels,
-            None,
+            preprocessing,
             ranges,
             [variant.record([])],
+            image.record,
         )
         _write_json(repo / name / "config.json", config)
         if fmt == "torchscript":
@@ -261,6 +268,7 @@ def import_artifact(
             "export": {"max_batch_size": max_batch_size, "inputs": [s.to_dict() for s in specs], "seed": seed},
             "variants": [variant.record(rows)] if rows else [variant.record([])],
             "verification": [r.__dict__ | {"bound": r.bound, "ok": r.ok} for r in rows],
+            "image": image.manifest,
         }
         version_dir = staging / "version"
         (repo / name / "1").rename(version_dir)
@@ -329,6 +337,27 @@ def _parse_ranges(items: Sequence[str] | None) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _read_labels(path: Path | None) -> list[str] | None:
+    """One class name a line, in index order (ImageNet's imagenet_classes.txt)."""
+    if path is None:
+        return None
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_preprocessing(text: str | None) -> dict[str, Any] | None:
+    """``--preprocessing``: JSON text, or a file holding it."""
+    if text is None:
+        return None
+    source = Path(text).read_text(encoding="utf-8") if not text.lstrip().startswith("{") else text
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--preprocessing: not JSON ({e}): {text[:80]!r}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"--preprocessing: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     directory, rows, checks = import_artifact(
         args.file,
@@ -339,6 +368,8 @@ def _run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         value_ranges=_parse_ranges(args.value_range),
         allow_degenerate=args.allow_degenerate or (),
+        labels=_read_labels(args.labels),
+        preprocessing=_read_preprocessing(args.preprocessing),
     )
     if rows:
         print(format_table(rows))
@@ -373,4 +404,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=8, help="default %(default)s")
     p.add_argument("--value-range", action="append", metavar="NAME=LOW:HIGH", help="integer input values to draw")
     p.add_argument("--allow-degenerate", action="append", metavar="OUTPUT", help="accept a degenerate output")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="class names, one a line in index order")
+    p.add_argument(
+        "--preprocessing",
+        metavar="JSON|FILE",
+        help='the image preprocessing the model was trained with, as a registry entry declares it, e.g. \'{"resize": '
+        '256, "center_crop": 224, "normalize": {"mean": [...], "std": [...]}}\': export makes it the verified '
+        "preprocess.pt the server's image route runs (docs/images.md)",
+    )
     p.set_defaults(func=_run)

@@ -36,9 +36,9 @@ import torch
 from torchship import models, tolerance
 from torchship.export import calibration as calibration_mod
 from torchship.export import formats as formats_mod
+from torchship.export import image_graphs, shapes, toolchain, variants
 from torchship.export import outputs as outputs_mod
 from torchship.export import quantize as quantize_mod
-from torchship.export import shapes, toolchain, variants
 from torchship.export.errors import ExportError, root_cause
 from torchship.export.formats import ALL_FORMATS
 from torchship.export.shapes import Shape, random_inputs
@@ -462,6 +462,7 @@ def export(
             )
         if not all(r.ok for r in rows):
             raise ExportError(failure_summary(name, rows))
+        image = image_graphs.write(staging, name, specs, out_specs, labels, preprocessing)
 
         variant_records = [v.record(r) for v, r in by_variant.items()]
         manifest = {
@@ -495,6 +496,7 @@ def export(
             "degenerate_outputs": degenerate,
             **({"quantization": int8.manifest()} if int8 else {}),
             "verification": [dataclasses.asdict(r) | {"bound": r.bound, "ok": r.ok} for r in rows],
+            "image": image.manifest,
         }
         _write_json(staging / "manifest.json", manifest)
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -512,6 +514,7 @@ def export(
         preprocessing,
         ranges,
         variant_records,
+        image.record,
     )
     _write_json(model_dir / "config.json", config)
     log.info("%s: version %d -> %s", name, version, version_dir)

@@ -258,6 +258,10 @@ def digits_to_images(pixels: torch.Tensor) -> torch.Tensor:
 # --- registry ----------------------------------------------------------------
 
 CIFAR2_PREPROCESSING: dict[str, Any] = {
+    # CIFAR's images are 32x32 already, so these two are no-ops in training; they make a photo of any size
+    # a 32x32 input (the shorter side to 32, then the centre), as the image route needs (docs/images.md).
+    "resize": 32,
+    "center_crop": 32,
     "to_tensor": True,  # HWC uint8 -> CHW float in [0, 1]
     "normalize": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)},
 }
