@@ -285,7 +285,7 @@ def test_cuda_pt2_is_compiled_and_verified_on_the_gpu(tmp_path: Path) -> None:
         example_shapes={"image": (1, 3, 32, 32)},
     )
     files = sorted(p.name for p in result.directory.iterdir())
-    assert files == ["manifest.json", "model.cuda.pt2", "model.pt", "model.pt2"]
+    assert files == ["manifest.json", "model.cuda.pt2", "model.pt", "model.pt2", "postprocess.pt", "preprocess.pt"]
     pairs = {(r.format, r.device) for r in result.rows}
     assert pairs == {("torchscript", "cpu"), ("torchscript", "cuda"), ("pt2", "cpu"), ("pt2", "cuda")}
     assert all(r.atol == tolerance.CUDA_FP32_TOL for r in result.rows if r.device == "cuda")

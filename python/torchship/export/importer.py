@@ -348,7 +348,11 @@ def _read_preprocessing(text: str | None) -> dict[str, Any] | None:
     """``--preprocessing``: JSON text, or a file holding it."""
     if text is None:
         return None
-    source = Path(text).read_text(encoding="utf-8") if not text.lstrip().startswith("{") else text
+    path = Path(text)
+    looks_like_json = text.lstrip()[:1] in ("{", "[")
+    if not looks_like_json and not path.is_file():
+        raise ValueError(f"--preprocessing {text!r}: neither a JSON object nor a file")
+    source = text if looks_like_json else path.read_text(encoding="utf-8")
     try:
         value = json.loads(source)
     except json.JSONDecodeError as e:
