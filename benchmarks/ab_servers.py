@@ -68,7 +68,13 @@ def main() -> None:
                     old = statistics.median(runs[("old", protocol, c)])
                     new = statistics.median(runs[("new", protocol, c)])
                     key = f"{model} {protocol} c={c}"
-                    summary[key] = {"old_req_s": old, "new_req_s": new, "ratio": new / old}
+                    summary[key] = {
+                        "old_req_s": old,
+                        "new_req_s": new,
+                        "ratio": new / old,
+                        "old_rounds": runs[("old", protocol, c)],
+                        "new_rounds": runs[("new", protocol, c)],
+                    }
                     print(f"  {key:<32} old {old:9.1f}  new {new:9.1f}  new/old {new / old:.2f}", flush=True)
     result = {"rounds": args.rounds, "seconds": args.seconds, "old": str(args.old), "by_point": summary}
     args.out.write_text(json.dumps(result, indent=2))

@@ -55,7 +55,10 @@ fi
 # One build at a time in build/native (parallel `make` targets, several shells).
 mkdir -p build
 exec 9>build/.bootstrap.lock
-flock 9
+# A caller that already holds the lock (`flock build/.bootstrap.lock tools/bootstrap.sh`) must not deadlock.
+if ! flock -n 9; then
+  grep -qz 'bootstrap.lock' "/proc/$PPID/cmdline" 2>/dev/null || flock 9
+fi
 native_hash=$( { cat pyproject.toml CMakeLists.txt tools/requirements.txt;
   find cmake cpp $(test -d serve && echo serve) -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.txt' -o -name '*.cmake' -o -name '*.in' -o -name '*.proto' \) -print0 2>/dev/null | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat build/native/.torchship.sha256 2>/dev/null)" != "$native_hash" ] || ! .venv/bin/python -c "import torchship._C" 2>/dev/null; then

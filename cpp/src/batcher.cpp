@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "torchship/errors.h"
 
 namespace torchship {
@@ -90,7 +92,42 @@ void DynamicBatcher::submit(Tensors inputs, std::optional<Clock::time_point> dea
                             CancelFlag cancelled) {
   Request request = make_request(std::move(inputs), deadline, std::move(done));
   request.cancelled = std::move(cancelled);
-  queue_request(std::move(request));
+  if (!options_.run_small_on_caller || options_.max_queue_delay.count() > 0) {
+    queue_request(std::move(request));
+    return;
+  }
+  std::vector<Request> batch;
+  int instance = -1;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) throw UnavailableError("model is shutting down and accepts no new requests");
+    // Idle model: run here (nobody is queued ahead, so order is kept); `done` runs on this thread.
+    if (queue_.empty()) instance = claim_free_instance();
+    if (instance < 0) {
+      enqueue(std::move(request));
+      // Every instance busy: whoever holds one looks at the queue when it is done, so no wake-up
+      // (a worker woken now would find its instance taken and sleep again).
+      if (std::find(instance_busy_.begin(), instance_busy_.end(), 0) == instance_busy_.end()) return;
+    } else {
+      ++callers_running_;
+      batch.push_back(std::move(request));
+    }
+  }
+  if (instance < 0) {
+    work_available_.notify_one();
+    return;
+  }
+  const CallerRun free_instance(*this, instance);  // frees the instance even if execute() throws
+  // What queued behind this call runs here too, a few batches at most (this is an I/O thread): handing
+  // it to the worker would cost a wake-up and a context switch per batch, more than the call.
+  for (int round = 1;; ++round) {
+    execute(instance, batch);
+    if (round == kCallerBatches) break;
+    std::unique_lock lock(mutex_);
+    batch = take_batch(lock);
+    stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+    if (batch.empty()) break;
+  }
 }
 
 void DynamicBatcher::check_capacity() const {

@@ -288,3 +288,58 @@ TEST(Batcher, IdleModelRunsOnTheCallersThreadAndBusyOneQueues) {
   std::lock_guard lock(mutex);
   EXPECT_NE(ran_on[2], std::this_thread::get_id());  // the worker took it
 }
+
+// Servers' submit() with run_small_on_caller: an idle model runs on the submitting (I/O) thread, and
+// what queued behind it meanwhile runs there too, in order, without waking the worker; a request
+// withdrawn while queued is answered cancelled, never run.
+TEST(Batcher, SmallModelRunsSubmitsOnTheCallerAndDrainsWhatQueuedBehind) {
+  ModelStats stats(4);
+  std::mutex mutex;
+  std::vector<std::pair<std::thread::id, float>> ran;  // thread, first value of each batch
+  std::atomic<bool> gate_open{false};
+  auto opts = options(1);
+  opts.run_small_on_caller = true;
+  DynamicBatcher batcher(
+      opts,
+      [&](int, const Tensors& batch) -> Tensors {
+        {
+          std::lock_guard lock(mutex);
+          ran.emplace_back(std::this_thread::get_id(), batch[0][0][0].item<float>());
+        }
+        while (!gate_open.load()) std::this_thread::sleep_for(100us);
+        return {batch[0] * 2};
+      },
+      stats);
+  std::vector<float> answers(4, 0.0f);
+  std::atomic<int> answered{0};
+  auto done_for = [&](size_t k) {
+    return [&, k](std::exception_ptr error, Tensors outputs) {
+      answers[k] = error ? -1.0f : outputs[0].item<float>();
+      answered.fetch_add(1);
+    };
+  };
+  std::thread::id io_thread;
+  std::thread caller([&] {
+    io_thread = std::this_thread::get_id();
+    batcher.submit(rows({1}), std::nullopt, done_for(0));  // idle: runs here, held at the gate
+  });
+  wait_until([&] {
+    std::lock_guard lock(mutex);
+    return ran.size() == 1;
+  });
+  auto withdrawn = std::make_shared<std::atomic<bool>>(false);
+  batcher.submit(rows({2}), std::nullopt, done_for(1));  // busy: queued behind it
+  batcher.submit(rows({3}), std::nullopt, done_for(2), withdrawn);
+  batcher.submit(rows({4}), std::nullopt, done_for(3));
+  withdrawn->store(true);
+  gate_open = true;
+  caller.join();
+  wait_until([&] { return answered.load() == 4; });
+  EXPECT_EQ(answers, (std::vector<float>{2, 4, -1, 8}));
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(ran.size(), 3u);  // the withdrawn request never ran
+  for (const auto& [thread, value] : ran) EXPECT_EQ(thread, io_thread) << "batch starting " << value;
+  EXPECT_EQ(ran[1].second, 2.0f);
+  EXPECT_EQ(ran[2].second, 4.0f);
+  EXPECT_EQ(stats.cancelled.load(), 1);
+}

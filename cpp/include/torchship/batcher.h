@@ -36,6 +36,10 @@ struct BatcherOptions {
   // kernels are multi-threaded: each caller thread would start its own OpenMP team (measured:
   // ResNet-18 at 4 connections 28 vs 35-38 req/s); those stay on the worker's warm team.
   bool run_on_caller = true;
+  // The same for submit() (servers), where the caller is an I/O thread: only for models whose batch-1
+  // call is a few microseconds (Model measures it at warm-up), so handing the request to a worker and
+  // back would cost more than the call (docs/benchmarks.md: the MLP at 1-4 connections).
+  bool run_small_on_caller = false;
 };
 
 class DynamicBatcher {
@@ -106,6 +110,7 @@ class DynamicBatcher {
   void queue_request(Request request);  // takes the lock; throws when stopping or full
   void worker_loop(int worker);
   int claim_free_instance();  // under mutex_; -1 when every instance is busy
+  static constexpr int kCallerBatches = 4;  // submit()'s caller runs at most this many batches, then hands over
   [[noreturn]] void throw_full(int64_t depth) const;
   void enqueue(Request request);  // under mutex_; throws OverloadedError when full
   std::vector<Request> take_batch(std::unique_lock<std::mutex>& lock);

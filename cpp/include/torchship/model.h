@@ -101,6 +101,8 @@ class Model {
   std::unique_ptr<DynamicBatcher> batcher_;
   std::atomic<bool> ready_{false};
   double load_seconds_ = 0;
+  double warm_batch1_seconds_ = -1;  // the optimised batch-1 call at warm-up; -1: not measured
+  static constexpr double kSmallCallSeconds = 50e-6;
 };
 
 }  // namespace torchship
