@@ -18,16 +18,18 @@ from typing import Any
 import torch
 from PIL import Image
 
-# Keys that make a declaration an image's; the others a dict may hold describe, or are read by export.
+# The steps this reading knows; the other keys describe, or are read by export.
 IMAGE_KEYS = frozenset({"resize", "center_crop", "to_tensor", "scale", "grey_to_rgb", "normalize"})
 _OTHER_KEYS = frozenset({"source", "scores", "postprocess"})
+# Keys only an image's declaration holds ("scale" and "normalize" also describe tensors).
+_PIXEL_KEYS = frozenset({"resize", "center_crop", "to_tensor", "grey_to_rgb"})
 INTERPOLATIONS = ("bilinear", "nearest")
 SCORES = ("logits", "probabilities")
 
 
 def declares_image(preprocessing: Mapping[str, Any]) -> bool:
-    """Whether the model takes images: image keys and no CT ones."""
-    return "hu_clip" not in preprocessing and bool(IMAGE_KEYS & set(preprocessing))
+    """Whether the model takes images: pixel steps, and no CT ones."""
+    return "hu_clip" not in preprocessing and bool(_PIXEL_KEYS & set(preprocessing))
 
 
 @dataclass(frozen=True)

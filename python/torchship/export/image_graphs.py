@@ -10,7 +10,6 @@ the manifest says why (the model still exports: it serves tensors as before).
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -277,15 +276,16 @@ def check_preprocess(graph: torch.jit.ScriptModule, steps: ImageSteps) -> list[I
             raise AssertionError(f"{label}: the graph made {list(got.shape)}, torchvision {list(want.shape)}")
         pil = pil_pixels(image, steps)
         pixels = graph.pixels(rgb)
-        levels = int((pixels.int() - pil.int()).abs().max()) if pixels.shape == pil.shape else 256
+        if pixels.shape != pil.shape:
+            raise AssertionError(f"{label}: the graph's pixels are {list(pixels.shape)}, PIL's {list(pil.shape)}")
         pil_input = to_model_input(pil, steps.scale, steps.grey_to_rgb, list(steps.mean), list(steps.std))
         rows.append(
             ImageCheck(
                 f"{label} ({image.height}x{image.width})",
                 list(got.shape),
                 float((got - want).abs().max()),
-                levels,
-                float((got - pil_input).abs().max()) if levels < 256 else math.inf,
+                int((pixels.int() - pil.int()).abs().max()),
+                float((got - pil_input).abs().max()),
             )
         )
     return rows
@@ -405,7 +405,14 @@ def write(
     if not ok:
         for path in (pre_path, post_path):
             path.unlink(missing_ok=True)
-        log.warning("%s: image graphs outside their bounds, not written: %s", model, verification)
+        log.warning(
+            "%s: image graphs outside their bounds, not written: v2 max abs %.2g (bound %g), PIL max %d level(s)%s",
+            model,
+            worst_tv,
+            tolerance.PREPROCESS_TOL,
+            worst_levels,
+            f", postprocess {verification['postprocess']}" if "postprocess" in verification else "",
+        )
         return ImageGraphs(None, {"files": None, "why_not": "verification failed", "verification": verification})
     record = {
         "preprocess": PREPROCESS_FILE,

@@ -294,6 +294,8 @@ def export(
     PyTorch on fresh random inputs; an output that cannot be served, a
     degenerate reference (unless its name is in ``allow_degenerate``) or any
     comparison outside the tolerance policy raises ExportError and writes nothing.
+    Image ``preprocessing`` also becomes verified TorchScript graphs beside the
+    artifacts (``preprocess.pt``, config.json's ``image``: docs/images.md).
     """
     formats_ = list(dict.fromkeys(formats))
     devices = list(dict.fromkeys(devices))
