@@ -27,6 +27,14 @@ py::dict histogram_dict(const Histogram& h) {
   return d;
 }
 
+const ImagePipeline& image_pipeline(const Model& model) {
+  if (!model.image()) {
+    throw InvalidInputError("model '" + model.name() + "' takes no images: its config.json has no image record "
+                            "(export it with its image preprocessing declared, docs/images.md)");
+  }
+  return *model.image();
+}
+
 py::dict stats_dict(ModelStats& s) {
   py::dict d;
   d["requests_ok"] = s.requests_ok.load();
@@ -89,6 +97,18 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("data"), py::arg("max_pixels") = ImageLimits{}.max_pixels, py::arg("max_side") = ImageLimits{}.max_side);
   m.def(
+      "encode_image",
+      [](const torch::Tensor& rgb, const std::string& format, int quality) {
+        if (format != "jpeg" && format != "png") throw InvalidInputError("format must be 'jpeg' or 'png', not '" + format + "'");
+        std::string encoded;
+        {
+          py::gil_scoped_release release;
+          encoded = encode_image(rgb, format == "png" ? ImageFormat::Png : ImageFormat::Jpeg, quality);
+        }
+        return py::bytes(encoded);
+      },
+      py::arg("rgb"), py::arg("format") = "jpeg", py::arg("quality") = 90);
+  m.def(
       "parse_device", [](const std::string& spec) { return parse_device(spec).str(); }, py::arg("spec"));
   m.def(
       "apply_process_settings",
@@ -135,6 +155,41 @@ PYBIND11_MODULE(_C, m) {
           },
           py::arg("inputs"), py::arg("timeout_us") = py::none(), py::call_guard<py::gil_scoped_release>())
       .def("stats", [](Model& self) { return stats_dict(self.stats()); })
+      // Image requests through the graphs export wrote beside the model (docs/images.md).
+      .def_property_readonly("takes_images", [](const Model& self) { return self.image() != nullptr; })
+      .def(
+          "preprocess_image",
+          [](const Model& self, const py::bytes& data, int64_t max_pixels, int64_t max_side) {
+            const std::string_view view = data;  // the bytes object outlives the call
+            py::gil_scoped_release release;
+            return image_pipeline(self).preprocess(view, ImageLimits{max_pixels, max_side});
+          },
+          py::arg("data"), py::arg("max_pixels") = ImageLimits{}.max_pixels,
+          py::arg("max_side") = ImageLimits{}.max_side)
+      .def(
+          "preprocess_pixels",
+          [](const Model& self, const torch::Tensor& rgb) { return image_pipeline(self).preprocess_pixels(rgb); },
+          py::arg("rgb"), py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("makes_images",
+                             [](const Model& self) { return self.image() && self.image()->makes_images(); })
+      .def_property_readonly("classifies", [](const Model& self) { return self.image() && self.image()->classifies(); })
+      .def_property_readonly("image_output",
+                             [](const Model& self) { return self.image() ? self.image()->output_index() : -1; })
+      .def(
+          "postprocess_image",
+          [](const Model& self, const torch::Tensor& item) { return image_pipeline(self).postprocess(item); },
+          py::arg("item"), py::call_guard<py::gil_scoped_release>())
+      .def(
+          "top_k",
+          [](const Model& self, const torch::Tensor& output, int64_t k) {
+            std::vector<std::vector<std::pair<int64_t, double>>> rows;
+            for (const auto& row : image_pipeline(self).top_k(output, k)) {
+              auto& r = rows.emplace_back();
+              for (const auto& c : row) r.emplace_back(c.index, c.score);
+            }
+            return rows;
+          },
+          py::arg("output"), py::arg("k"))
       .def("shutdown", &Model::shutdown, py::call_guard<py::gil_scoped_release>());
 
   py::class_<ModelRepository>(m, "Repository")

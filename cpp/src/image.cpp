@@ -1,5 +1,6 @@
 #include "torchship/image.h"
 
+#include <algorithm>
 #include <csetjmp>
 #include <cstring>
 #include <memory>
@@ -167,7 +168,70 @@ torch::Tensor decode_png(std::string_view bytes, const ImageLimits& limits) {
   return out;
 }
 
+void png_append(png_structp png, png_bytep data, png_size_t length) {
+  static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), length);
+}
+
+void png_throw(png_structp png, png_const_charp message) {
+  *static_cast<std::string*>(png_get_error_ptr(png)) = message;
+  png_longjmp(png, 1);
+}
+
+std::string encode_jpeg(const uint8_t* pixels, int width, int height, int quality) {
+  std::unique_ptr<void, int (*)(tjhandle)> handle(tjInitCompress(), tjDestroy);
+  if (!handle) throw Error("cannot start the JPEG encoder");
+  unsigned char* data = nullptr;
+  unsigned long size = 0;
+  if (tjCompress2(handle.get(), pixels, width, 0, height, TJPF_RGB, &data, &size, TJSAMP_420, quality, 0) != 0) {
+    tjFree(data);
+    throw Error(std::string("JPEG encoding failed: ") + tjGetErrorStr2(handle.get()));
+  }
+  std::string out(reinterpret_cast<const char*>(data), size);
+  tjFree(data);
+  return out;
+}
+
+// setjmp/longjmp for libpng's errors: no C++ object with a destructor may live in this frame.
+bool png_encode(png_structp png, png_infop info, const uint8_t* pixels, png_bytep* rows, uint32_t width,
+                uint32_t height, std::string* out) {
+  if (setjmp(png_jmpbuf(png))) return false;
+  png_set_write_fn(png, out, png_append, nullptr);
+  png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_set_compression_level(png, 6);
+  for (uint32_t y = 0; y < height; ++y) rows[y] = const_cast<png_bytep>(pixels + size_t{y} * width * 3);
+  png_set_rows(png, info, rows);
+  png_write_png(png, info, PNG_TRANSFORM_IDENTITY, nullptr);
+  return true;
+}
+
+std::string encode_png(const uint8_t* pixels, uint32_t width, uint32_t height) {
+  std::string message;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &message, png_throw, png_ignore_warning);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  std::unique_ptr<png_bytep[]> rows(new png_bytep[height]);
+  std::string out;
+  const bool ok = info && png_encode(png, info, pixels, rows.get(), width, height, &out);
+  png_destroy_write_struct(&png, info ? &info : nullptr);
+  if (!ok) throw Error("PNG encoding failed: " + (message.empty() ? std::string("cannot start the encoder") : message));
+  return out;
+}
+
 }  // namespace
+
+std::string encode_image(const torch::Tensor& rgb, ImageFormat format, int jpeg_quality) {
+  if (rgb.scalar_type() != torch::kUInt8 || rgb.dim() != 3 || rgb.size(2) != 3 || rgb.size(0) < 1 || rgb.size(1) < 1) {
+    throw Error("an image to encode must be uint8 [height, width, 3], not " + std::string(c10::toString(rgb.scalar_type())) +
+                " " + c10::str(rgb.sizes()));
+  }
+  const auto pixels = rgb.cpu().contiguous();
+  const auto* data = pixels.const_data_ptr<uint8_t>();
+  const auto height = pixels.size(0), width = pixels.size(1);
+  if (format == ImageFormat::Jpeg) {
+    return encode_jpeg(data, static_cast<int>(width), static_cast<int>(height), std::clamp(jpeg_quality, 1, 100));
+  }
+  return encode_png(data, static_cast<uint32_t>(width), static_cast<uint32_t>(height));
+}
 
 torch::Tensor decode_image(std::string_view bytes, const ImageLimits& limits) {
   if (is_jpeg(bytes)) return decode_jpeg(bytes, limits);

@@ -163,8 +163,10 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
     const auto hint = unknown_operator_hint(message);
     return hint.empty() ? message : hint + ". " + message;
   };
-  // torchvision's ops are loaded only when a model calls them: loading its library brings libpython and
-  // libtorch_python into the process, and with them a crash while the server drains (issue 12; cause not found).
+  // torchvision's ops are loaded only when a model calls them: its library brings libpython and
+  // libtorch_python into the process, start-up time and memory that other models do not need. (The crash
+  // while the server drained, once blamed on them, was a use-after-free in the HTTP front end's shutdown
+  // that their larger heap made visible: serve/src/http/server.cpp, issue 12.)
   const auto load_instances = [&] {
     instances_.clear();
     for (int i = 0; i < config_.instance_count; ++i) {
@@ -183,6 +185,7 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
     throw LoadError("cannot load " + what + " on " + device_.str() + ": " + with_hint(e));
   }
   check_arguments(instances_.front()->backend());
+  if (config_.image) image_ = std::make_unique<ImagePipeline>(config_, version_dir);
   stats_ = std::make_unique<ModelStats>(config_.max_batch_size);
   if (options.warmup) {
     try {

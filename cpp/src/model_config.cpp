@@ -45,6 +45,33 @@ std::vector<TensorSpec> parse_specs(const nlohmann::json& list, const char* what
   return specs;
 }
 
+ImageSpec parse_image(const nlohmann::json& j, const ModelConfig& c) {
+  const auto optional_string = [&](const char* key) -> std::optional<std::string> {
+    if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
+    return j.at(key).get<std::string>();
+  };
+  ImageSpec image{j.at("preprocess").get<std::string>(), optional_string("postprocess"),
+                  j.at("input").get<std::string>(), j.at("output").get<std::string>(), optional_string("scores")};
+  for (const auto* file : {&image.preprocess, image.postprocess ? &*image.postprocess : nullptr}) {
+    if (!file) continue;
+    const std::filesystem::path path(*file);
+    if (path.empty() || path.filename() != path || *file == "." || *file == "..") {
+      throw std::invalid_argument("image file '" + *file + "' must be a file name inside the version directory");
+    }
+  }
+  if (c.inputs.size() != 1 || c.inputs.front().name != image.input) {
+    throw std::invalid_argument("image.input '" + image.input + "' must be the model's only input");
+  }
+  if (c.output_index(image.output) < 0) {
+    throw std::invalid_argument("image.output '" + image.output + "' is not one of the model's outputs");
+  }
+  if (image.scores && *image.scores != "logits" && *image.scores != "probabilities") {
+    throw std::invalid_argument("image.scores must be \"logits\", \"probabilities\" or null, not '" + *image.scores +
+                                "'");
+  }
+  return image;
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& doc) {
@@ -64,6 +91,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& doc) {
   if (doc.contains("warmup")) c.warmup_batch_sizes = doc.at("warmup").value("batch_sizes", std::vector<int64_t>{});
   if (c.instance_count < 1) throw std::invalid_argument("instance_group.count must be >= 1");
   if (c.max_queue_size < 1) throw std::invalid_argument("dynamic_batching.max_queue_size must be >= 1");
+  if (doc.contains("labels") && !doc.at("labels").is_null()) c.labels = doc.at("labels").get<std::vector<std::string>>();
+  if (doc.contains("image") && !doc.at("image").is_null()) c.image = parse_image(doc.at("image"), c);
   return c;
 }
 
@@ -80,6 +109,13 @@ ModelConfig ModelConfig::load(const std::filesystem::path& file) {
 int ModelConfig::input_index(const std::string& name) const {
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+int ModelConfig::output_index(const std::string& name) const {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (outputs[i].name == name) return static_cast<int>(i);
   }
   return -1;
 }

@@ -3,6 +3,7 @@
     from torchship.runtime import Runtime
     with Runtime("model_repository", device="cpu") as rt:
         celsius = rt.model("thermometer_linear").infer(torch.tensor([[80.0]]))
+        top5 = rt.model("resnet18").infer_image("photo.jpg")  # [{"index", "label", "probability"}, ...]
 
 Calls release the GIL while the C++ core works, so Python threads run in
 parallel. Inputs may be torch tensors or NumPy arrays (contiguous CPU arrays
@@ -14,13 +15,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from torchship import _C
 from torchship.tensors import TensorLike, as_tensor
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Error = _C.Error
 LoadError = _C.LoadError
@@ -89,6 +93,42 @@ class Model:
                 [as_tensor(x, names[i] if i < len(names) else str(i)) for i, x in enumerate(seq)], timeout_us
             )
         return out[0] if len(out) == 1 else tuple(out)
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether export wrote the model's preprocessing graph (config.json's ``image``; docs/images.md)."""
+        return bool(self._native.takes_images)
+
+    def infer_image(
+        self, image: bytes | str | Path | Image.Image, top_k: int = 5, timeout: float | None = None
+    ) -> list[dict[str, Any]] | Image.Image | torch.Tensor | tuple[torch.Tensor, ...]:
+        """Runs the model on one image, preprocessed by the graph exported beside it (as the server's image route).
+
+        ``image``: JPEG or PNG bytes, a path to one, or a PIL image (converted to RGB as PIL does). Returns a
+        classifier's ``top_k`` classes (``{"index", "label", "probability"}``, most probable first), an
+        image-to-image model's output as a PIL image, or any other model's outputs as ``infer`` does.
+        """
+        if isinstance(image, (str, Path)):
+            image = Path(image).read_bytes()
+        if isinstance(image, bytes):
+            batch = self._native.preprocess_image(image)
+        else:
+            pixels = torch.from_numpy(np.array(image.convert("RGB"))).contiguous()
+            batch = self._native.preprocess_pixels(pixels)
+        outputs = self._native.infer([batch], None if timeout is None else int(timeout * 1e6))
+        if self._native.classifies:
+            output = outputs[self._native.image_output]
+            labels = self.labels or []
+            return [
+                {"index": i, "probability": p, **({"label": labels[i]} if i < len(labels) else {})}
+                for i, p in self._native.top_k(output, top_k)[0]
+            ]
+        if self._native.makes_images:
+            from PIL import Image
+
+            pixels = self._native.postprocess_image(outputs[self._native.image_output][0])
+            return Image.fromarray(pixels.numpy(), "RGB")
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def stats(self) -> dict[str, Any]:
         return self._native.stats()

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "http/content_coding.h"
+#include "image_answer.h"
 #include "http/text.h"
 #include "log.h"
 #include "routes.h"
@@ -134,6 +135,12 @@ void HttpApi::handle(http::Request request, http::Reply reply) {
         }
         return infer(std::move(request), std::move(reply), std::move(model));  // answers its own errors
       }
+      case Endpoint::Image:
+      case Endpoint::SoleModelImage: {
+        auto model = r.endpoint == Endpoint::Image ? service_.find_model(r.model, r.version) : service_.sole_model();
+        model->refuse_if_overloaded();
+        return image(std::move(request), std::move(reply), std::move(model));  // answers its own errors
+      }
       case Endpoint::NotFound:
         break;
     }
@@ -193,6 +200,56 @@ void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply
   } catch (...) {
     reply(error_response(std::current_exception(), request.method, request.path));
   }
+}
+
+void HttpApi::image(http::Request request, http::Reply reply, std::shared_ptr<Model> model) {
+  const auto* pipeline = model->image();
+  ImageAnswer answer;
+  try {
+    if (!pipeline) {
+      throw InvalidInputError("model '" + model->name() +
+                              "' takes no images: its config.json has no image record (export it with its image "
+                              "preprocessing declared, docs/images.md); send tensors to /v2/models/" + model->name() +
+                              "/infer");
+    }
+    // What to answer is settled before the body is decoded: a request that cannot be answered costs nothing.
+    answer = choose_image_answer(*pipeline, request.query, http::header(request.headers, "Accept"));
+  } catch (...) {
+    return reply(error_response(std::current_exception(), request.method, request.path));
+  }
+  // Decoding and preprocessing an image takes milliseconds: never on the I/O thread.
+  service_.post([this, request = std::move(request), reply = std::move(reply), model = std::move(model), pipeline,
+                 answer]() mutable {
+    try {
+      if (request.gone && request.gone->load()) throw CancelledError("the client left before its image was decoded");
+      torch::Tensor input;
+      try {
+        const auto body = http::decode_content(http::header(request.headers, "Content-Encoding"),
+                                               std::move(request.body), max_body_bytes_);
+        input = pipeline->preprocess(body, service_.options().image_limits);
+      } catch (const InvalidInputError&) {
+        model->stats().failed_invalid.fetch_add(1, std::memory_order_relaxed);  // never reached the model
+        throw;
+      }
+      auto done = [this, reply, model, pipeline, answer, method = request.method, path = request.path](
+                      std::exception_ptr error, std::vector<torch::Tensor> outputs) mutable {
+        if (error) return reply(error_response(error, method, path));
+        // Encoding a JPEG takes milliseconds too: on the worker pool, not the batcher's worker.
+        service_.post([this, reply, model, pipeline, answer, method = std::move(method), path = std::move(path),
+                       outputs = std::move(outputs)] {
+          try {
+            auto r = render_image_answer(*model, *pipeline, answer, outputs, service_.options().jpeg_quality);
+            reply(http::Response{200, std::move(r.content_type), std::move(r.body), {}});
+          } catch (...) {
+            reply(error_response(std::current_exception(), method, path));
+          }
+        });
+      };
+      model->submit({input}, std::nullopt, std::move(done), request.gone);
+    } catch (...) {
+      reply(error_response(std::current_exception(), request.method, request.path));
+    }
+  });
 }
 
 }  // namespace torchship::serve

@@ -26,6 +26,7 @@ class HttpApi final : public http::Handler {
  private:
   void infer(http::Request request, http::Reply reply, std::shared_ptr<Model> model);
   void decode_and_submit(http::Request& request, const http::Reply& reply, const std::shared_ptr<Model>& model);
+  void image(http::Request request, http::Reply reply, std::shared_ptr<Model> model);
 
   Service& service_;
   const http::Counters& counters_;

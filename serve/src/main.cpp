@@ -98,6 +98,8 @@ int run(serve::Options& o, sigset_t signals) {
   service_options.ready_with_failed_models = o.ready_with_failed_models;
   service_options.worker_threads = o.worker_threads;
   service_options.inline_decode_bytes = o.inline_decode_bytes;
+  service_options.image_limits = o.image_limits;
+  service_options.jpeg_quality = o.jpeg_quality;
 
   // Declared in reverse order of shutdown: the loader thread joins first, then the front ends
   // stop, then the models drain and unload; the service (its workers) and counters go last.

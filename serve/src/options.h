@@ -41,6 +41,8 @@ struct Options {
   int worker_threads = 0;
   size_t inline_decode_bytes = ServiceOptions{}.inline_decode_bytes;
   ParseLimits parse_limits;
+  ImageLimits image_limits;
+  int jpeg_quality = ServiceOptions{}.jpeg_quality;
   int64_t drain_timeout_s = 30;
   std::string log_level = "info";
 };
@@ -148,6 +150,17 @@ inline void add_flags(CLI::App& app, Options& o) {
                  "requests parsed ahead and not yet answered, per connection; beyond: reading pauses")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, size_t{1024}));
+  app.add_option("--max-image-pixels", o.image_limits.max_pixels,
+                 "largest encoded image accepted, width x height, read from its header before decoding; beyond: 413")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 32));
+  app.add_option("--max-image-side", o.image_limits.max_side,
+                 "largest width or height of an encoded image, from its header; beyond: 413")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--jpeg-quality", o.jpeg_quality, "quality of image answers sent as JPEG (image-to-image models)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   app.add_option("--drain-timeout-s", o.drain_timeout_s,
                  "on SIGTERM: how long requests in flight may take before every connection is closed")
       ->capture_default_str()

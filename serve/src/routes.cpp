@@ -17,6 +17,7 @@ Route route(std::string_view path) {
     path.remove_prefix(slash + 1);
   }
   if (n == 1 && seg[0] == "metrics") return {Endpoint::Metrics};
+  if (n == 1 && seg[0] == "image") return {Endpoint::SoleModelImage};
   if (seg[0] != "v2") return {};
   if (n == 1) return {Endpoint::ServerMetadata};
   if (n == 3 && seg[1] == "health") {
@@ -46,6 +47,7 @@ Route route(std::string_view path) {
     const auto last = seg[next];
     if (last == "ready") r.endpoint = Endpoint::ModelReady;
     if (last == "infer") r.endpoint = Endpoint::Infer;
+    if (last == "image") r.endpoint = Endpoint::Image;
     if (last == "config") r.endpoint = Endpoint::ModelConfig;
     if (last == "stats") r.endpoint = Endpoint::ModelStats;
   }
@@ -58,13 +60,18 @@ std::string_view allowed_methods(Endpoint e) {
     case Endpoint::RepositoryIndex:
     case Endpoint::RepositoryControl:
       return "POST";
+    case Endpoint::Image:
+    case Endpoint::SoleModelImage:
+      return "POST, PUT";  // PUT: curl -T, as the book sends its image
     default:
       return "GET, HEAD";
   }
 }
 
 bool method_matches(Endpoint e, std::string_view method) {
-  return allowed_methods(e) == "POST" ? method == "POST" : (method == "GET" || method == "HEAD");
+  const auto allowed = allowed_methods(e);
+  if (allowed == "GET, HEAD") return method == "GET" || method == "HEAD";
+  return method == "POST" || (method == "PUT" && allowed == "POST, PUT");
 }
 
 }  // namespace torchship::serve

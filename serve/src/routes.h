@@ -17,6 +17,8 @@ enum class Endpoint {
   ModelStats,       // GET .../stats             (statistics extension)
   AllStats,         // GET /v2/models/stats
   Infer,            // POST .../infer
+  Image,            // POST|PUT .../image        (an encoded image in, answers out: docs/images.md)
+  SoleModelImage,   // POST|PUT /image           (the book's chapter 15 form, when one model is served)
   RepositoryIndex,  // POST /v2/repository/index (model_repository extension)
   RepositoryControl,  // POST /v2/repository/models/{m}/load|unload: refused, loading over the network is off
   Metrics,          // GET /metrics (Prometheus)
@@ -30,13 +32,13 @@ struct Route {
 
 Route route(std::string_view path);
 
-// The methods an endpoint takes ("GET, HEAD" or "POST"), for 405 and its Allow header.
+// The methods an endpoint takes ("GET, HEAD", "POST" or "POST, PUT"), for 405 and its Allow header.
 std::string_view allowed_methods(Endpoint endpoint);
 bool method_matches(Endpoint endpoint, std::string_view method);
 
 // The route list, for the 404 message.
 inline constexpr std::string_view kRouteSummary =
-    "/v2, /v2/health/live, /v2/health/ready, /v2/models/{model}[/versions/{version}][/ready | /infer | /config | "
-    "/stats], /v2/models/stats, /v2/repository/index, /metrics";
+    "/v2, /v2/health/live, /v2/health/ready, /v2/models/{model}[/versions/{version}][/ready | /infer | /image | "
+    "/config | /stats], /v2/models/stats, /v2/repository/index, /image, /metrics";
 
 }  // namespace torchship::serve

@@ -152,6 +152,15 @@ std::shared_ptr<Model> Service::find_model(std::string_view name_view, std::opti
   }
 }
 
+std::shared_ptr<Model> Service::sole_model() const {
+  repository();  // throws while the repository is loading
+  if (models_.size() == 1) return models_.begin()->second;
+  std::string names;
+  for (const auto& [name, model] : models_) names += (names.empty() ? "" : ", ") + name;
+  throw NotFoundError("/image takes an image for the one model served, but " + std::to_string(models_.size()) +
+                      " are served (" + names + "): send it to /v2/models/{model}/image");
+}
+
 std::shared_ptr<Model> Service::ready_model(std::string_view name, std::optional<std::string_view> version) const {
   auto model = find_model(name, version);
   if (!model->ready() || draining()) {

@@ -29,6 +29,8 @@ struct ServiceOptions {
   bool ready_with_failed_models = false;   // server readiness ignores models that failed to load
   int worker_threads = 0;                  // decode/encode pool; 0: one per core
   size_t inline_decode_bytes = 16 << 10;   // bodies up to this size are decoded on the I/O thread
+  ImageLimits image_limits;                // encoded images: checked from the header, before decoding
+  int jpeg_quality = 90;                   // image answers encoded as JPEG
 };
 
 struct Readiness {
@@ -52,6 +54,8 @@ class Service {
   // Throws NotFoundError naming what exists, InvalidInputError for a malformed name or version,
   // UnavailableError with the reason for a model that failed to load.
   std::shared_ptr<Model> find_model(std::string_view name, std::optional<std::string_view> version) const;
+  // The one model served, for routes that name none (the book's PUT /image); NotFoundError otherwise.
+  std::shared_ptr<Model> sole_model() const;
   // Throws like find_model, and UnavailableError when the model is not ready.
   std::shared_ptr<Model> ready_model(std::string_view name, std::optional<std::string_view> version) const;
 

@@ -24,6 +24,8 @@ ErrorStatus classify(std::exception_ptr error) noexcept {
       s = status(413, GrpcCode::resource_exhausted, e.what());
     } catch (const UnsupportedMediaTypeError& e) {
       s = status(415, GrpcCode::invalid_argument, e.what());
+    } catch (const NotAcceptableError& e) {
+      s = status(406, GrpcCode::invalid_argument, e.what());
     } catch (const InvalidInputError& e) {
       s = status(400, GrpcCode::invalid_argument, e.what());
     } catch (const ForbiddenError& e) {

@@ -23,6 +23,12 @@ class UnsupportedMediaTypeError : public InvalidInputError {
   using InvalidInputError::InvalidInputError;
 };
 
+// The answer cannot take any form the request's Accept header lists (HTTP 406).
+class NotAcceptableError : public InvalidInputError {
+ public:
+  using InvalidInputError::InvalidInputError;
+};
+
 // Refused by policy (HTTP 403), e.g. loading models over the network.
 class ForbiddenError : public Error {
  public:

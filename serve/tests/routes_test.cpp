@@ -17,7 +17,7 @@ TEST(Routes, ServerAndHealth) {
 TEST(Routes, ModelEndpointsWithAndWithoutVersion) {
   for (const auto& [suffix, endpoint] : {std::pair{"", Endpoint::ModelMetadata}, {"/ready", Endpoint::ModelReady},
                                          {"/infer", Endpoint::Infer}, {"/config", Endpoint::ModelConfig},
-                                         {"/stats", Endpoint::ModelStats}}) {
+                                         {"/stats", Endpoint::ModelStats}, {"/image", Endpoint::Image}}) {
     // Routes are views into the path: it must outlive them.
     const std::string plain_path = std::string("/v2/models/net") + suffix;
     const std::string versioned_path = std::string("/v2/models/net/versions/3") + suffix;
@@ -56,6 +56,20 @@ TEST(Routes, MethodsPerEndpoint) {
   EXPECT_FALSE(method_matches(Endpoint::Live, "POST"));
   EXPECT_TRUE(method_matches(Endpoint::RepositoryIndex, "POST"));
   EXPECT_EQ(allowed_methods(Endpoint::ModelConfig), "GET, HEAD");
+  EXPECT_FALSE(method_matches(Endpoint::Infer, "PUT"));
+  for (const auto e : {Endpoint::Image, Endpoint::SoleModelImage}) {  // the book's curl -T sends PUT
+    EXPECT_TRUE(method_matches(e, "PUT"));
+    EXPECT_TRUE(method_matches(e, "POST"));
+    EXPECT_FALSE(method_matches(e, "GET"));
+    EXPECT_EQ(allowed_methods(e), "POST, PUT");
+  }
+}
+
+TEST(Routes, TheBooksImageFormNamesNoModel) {
+  const auto r = route("/image");
+  EXPECT_EQ(r.endpoint, Endpoint::SoleModelImage);
+  EXPECT_TRUE(r.model.empty());
+  EXPECT_EQ(route("/image/x").endpoint, Endpoint::NotFound);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ TEST(Status, EveryErrorHasOneHttpAndOneGrpcStatus) {
   EXPECT_EQ(of<TooLargeError>("x").http, 413);
   EXPECT_EQ(of<TooLargeError>("x").grpc, GrpcCode::resource_exhausted);
   EXPECT_EQ(of<UnsupportedMediaTypeError>("x").http, 415);
+  EXPECT_EQ(of<NotAcceptableError>("x").http, 406);
   EXPECT_EQ(of<TimeoutError>("x").grpc, GrpcCode::deadline_exceeded);
   EXPECT_EQ(of<UnavailableError>("x").http, 503);
   EXPECT_FALSE(of<UnavailableError>("x").retry_after);

@@ -7,6 +7,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace torchship {
@@ -21,5 +22,11 @@ struct ImageLimits {
 // PNG (naming the format and the decoder's reason), and TooLargeError when the header's dimensions
 // exceed `limits`.
 torch::Tensor decode_image(std::string_view bytes, const ImageLimits& limits = {});
+
+enum class ImageFormat { Jpeg, Png };
+
+// Encodes a uint8 [height, width, 3] RGB tensor (what an image model's postprocess graph returns).
+// JPEG at `jpeg_quality` (1-100, 4:2:0 subsampling as PIL's default), PNG lossless.
+std::string encode_image(const torch::Tensor& rgb, ImageFormat format, int jpeg_quality = 90);
 
 }  // namespace torchship

@@ -14,6 +14,7 @@
 
 #include "torchship/backend.h"
 #include "torchship/batcher.h"
+#include "torchship/image_pipeline.h"
 #include "torchship/model_config.h"
 #include "torchship/stats.h"
 #include "torchship/variants.h"
@@ -58,6 +59,8 @@ class Model {
   bool ready() const { return ready_.load(); }
   ModelStats& stats() { return *stats_; }
   double load_seconds() const { return load_seconds_; }
+  // The model's image requests (config.json's image record), or nullptr when it takes no images.
+  const ImagePipeline* image() const { return image_.get(); }
 
   // Inputs in config order, CPU or device tensors. Validated, batched with
   // other callers' requests, run; outputs in config order, on the CPU.
@@ -68,7 +71,8 @@ class Model {
   // Asynchronous inference, for servers: validates on the caller's thread (throws InvalidInputError,
   // OverloadedError or UnavailableError there, counted), then queues. `on_done` runs exactly once, on a
   // batcher worker, with the outputs (config order, CPU) or the error; it should only hand them on.
-  // The model never runs on the caller's thread. A request whose `cancelled` flag is set while it is
+  // The model runs on the caller's thread only when it is idle and measured small (a batch-1 call under
+  // kSmallCallSeconds with single-threaded kernels: the handoff would cost more). A request whose `cancelled` flag is set while it is
   // still queued is dropped (CancelledError).
   void submit(std::vector<torch::Tensor> inputs, std::optional<std::chrono::steady_clock::time_point> deadline,
               DynamicBatcher::Done on_done, DynamicBatcher::CancelFlag cancelled = {});
@@ -99,6 +103,7 @@ class Model {
   std::unique_ptr<ModelStats> stats_;
   std::vector<std::unique_ptr<Instance>> instances_;
   std::unique_ptr<DynamicBatcher> batcher_;
+  std::unique_ptr<ImagePipeline> image_;
   std::atomic<bool> ready_{false};
   double load_seconds_ = 0;
   double warm_batch1_seconds_ = -1;  // the optimised batch-1 call at warm-up; -1: not measured

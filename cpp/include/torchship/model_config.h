@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,16 @@ struct TensorSpec {
   std::vector<int64_t> min_shape;
 };
 
+// config.json's "image" record (docs/images.md): graphs that export wrote beside the model, so that
+// the runtime can take encoded images without re-declaring the model's preprocessing.
+struct ImageSpec {
+  std::string preprocess;                  // file in the version directory: uint8 [H, W, 3] -> one input item
+  std::optional<std::string> postprocess;  // file: one item of `output` -> uint8 [H, W, 3] (image-to-image)
+  std::string input;                       // the model input the items are fed to
+  std::string output;                      // the output that labels, top-k and postprocess refer to
+  std::optional<std::string> scores;       // "logits" or "probabilities"; unset: not a classifier
+};
+
 struct ModelConfig {
   std::string name;
   int64_t max_batch_size = 1;
@@ -34,11 +45,14 @@ struct ModelConfig {
   int64_t max_queue_size = 128;  // requests waiting, per model; beyond it: OverloadedError
   int instance_count = 1;
   std::vector<int64_t> warmup_batch_sizes;  // empty: {1, max_batch_size}
-  nlohmann::json raw;                       // the whole document (labels, preprocessing, ...)
+  std::vector<std::string> labels;  // names of the classes (`image.output`'s last dimension); may be empty
+  std::optional<ImageSpec> image;
+  nlohmann::json raw;  // the whole document (preprocessing, ...)
 
   static ModelConfig from_json(const nlohmann::json& doc);
   static ModelConfig load(const std::filesystem::path& file);  // throws LoadError
   int input_index(const std::string& name) const;              // -1 when absent
+  int output_index(const std::string& name) const;             // -1 when absent
 };
 
 // Checks every input against the config before it reaches a model: count,

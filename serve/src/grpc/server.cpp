@@ -238,7 +238,18 @@ class Handler final : public GRPCInferenceService::CallbackService {
           inputs.emplace_back(in.name(), decode_input(in, raw ? &request->raw_input_contents(i) : nullptr, max_bytes_));
         }
         InferRequest wanted;
-        for (const auto& o : request->outputs()) wanted.outputs.push_back(RequestedOutput{o.name(), std::nullopt});
+        for (const auto& o : request->outputs()) {
+          RequestedOutput r{o.name(), std::nullopt, std::nullopt};
+          if (const auto it = o.parameters().find("classification"); it != o.parameters().end()) {
+            const auto& p = it->second;
+            const int64_t count = p.has_int64_param() ? p.int64_param() : p.has_uint64_param() ? static_cast<int64_t>(p.uint64_param()) : 0;
+            if (count < 1) {
+              throw InvalidInputError("outputs '" + o.name() + "': parameters.classification must be a positive int64");
+            }
+            r.classification = count;
+          }
+          wanted.outputs.push_back(std::move(r));
+        }
         selection = select_outputs(model->config(), wanted);
       } catch (const InvalidInputError&) {
         model->stats().failed_invalid.fetch_add(1, std::memory_order_relaxed);  // never reached the model
@@ -255,6 +266,13 @@ class Handler final : public GRPCInferenceService::CallbackService {
             const auto t = outputs.at(s.index).to(torch::kCPU).contiguous();
             auto* out = response->add_outputs();
             out->set_name(model->config().outputs.at(s.index).name);
+            if (s.classification > 0) {
+              auto classified = classify_output(model->config(), s.index, t, s.classification);
+              out->set_datatype("BYTES");
+              for (const auto d : classified.shape) out->add_shape(d);
+              *response->add_raw_output_contents() = serialize_bytes(classified.entries);
+              continue;
+            }
             out->set_datatype(dtype_name(t.scalar_type()));
             for (const auto d : t.sizes()) out->add_shape(d);
             response->add_raw_output_contents()->assign(static_cast<const char*>(t.data_ptr()), t.nbytes());

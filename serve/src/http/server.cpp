@@ -97,7 +97,9 @@ bool method_listed(std::string_view list, std::string_view method) {
   return false;
 }
 
-bool method_allowed(bhttp::verb v) { return v == bhttp::verb::get || v == bhttp::verb::head || v == bhttp::verb::post; }
+bool method_allowed(bhttp::verb v) {
+  return v == bhttp::verb::get || v == bhttp::verb::head || v == bhttp::verb::post || v == bhttp::verb::put;
+}
 
 }  // namespace
 

@@ -57,6 +57,7 @@ struct PendingOutput {
   std::string name;
   bool has_name = false;
   std::optional<bool> binary_data;
+  std::optional<int64_t> classification;
 };
 
 struct Draft {
@@ -179,7 +180,7 @@ class RequestSax {
   };
   enum class Key : uint8_t {
     None, Id, Inputs, Outputs, Parameters, Name, Shape, Datatype, Data, BinaryDataSize, BinaryData, BinaryDataOutput,
-    Other
+    Classification, Other
   };
   enum class Value : uint8_t { Null, Bool, Number, String };
 
@@ -211,6 +212,7 @@ class RequestSax {
       case Ctx::InputParams:
         return k == "binary_data_size" ? Key::BinaryDataSize : Key::Other;
       case Ctx::OutputParams:
+        if (k == "classification") return Key::Classification;
         return k == "binary_data" ? Key::BinaryData : Key::Other;
       case Ctx::RequestParams:
         return k == "binary_data_output" ? Key::BinaryDataOutput : Key::Other;
@@ -271,6 +273,7 @@ class RequestSax {
       case Key::Data: return "data";
       case Key::BinaryDataSize: return "binary_data_size";
       case Key::BinaryData: return "binary_data";
+      case Key::Classification: return "classification";
       case Key::BinaryDataOutput: return "binary_data_output";
       default: return "value";
     }
@@ -291,6 +294,8 @@ class RequestSax {
         return "an object";
       case Key::BinaryDataSize:
         return "a non-negative integer";
+      case Key::Classification:
+        return "a positive integer (the number of classes to return)";
       case Key::BinaryData:
       case Key::BinaryDataOutput:
         return "a boolean";
@@ -372,6 +377,12 @@ class RequestSax {
         if (kind != Value::Bool) break;
         output().binary_data = number->b;
         return true;
+      case Key::Classification: {
+        const auto count = kind == Value::Number ? number->non_negative_int64() : std::nullopt;
+        if (!count || *count < 1) break;
+        output().classification = *count;
+        return true;
+      }
       case Key::BinaryDataOutput:
         if (kind != Value::Bool) break;
         draft_.binary_data_output = number->b;
@@ -633,7 +644,7 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
   for (size_t i = 0; i < draft.outputs.size(); ++i) {
     auto& out = draft.outputs[i];
     if (!out.has_name) throw InvalidInputError("outputs[" + std::to_string(i) + "] has no 'name'");
-    request.outputs.push_back({std::move(out.name), out.binary_data});
+    request.outputs.push_back({std::move(out.name), out.binary_data, out.classification});
   }
   return request;
 }

@@ -22,6 +22,9 @@ struct ParseLimits {
 struct RequestedOutput {
   std::string name;
   std::optional<bool> binary_data;  // parameters.binary_data; unset: the request's default
+  // parameters.classification (the classification extension; tritonclient's class_count): answer the
+  // top N classes of each row as BYTES "score:index[:label]" instead of the tensor.
+  std::optional<int64_t> classification;
 };
 
 struct InferRequest {

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "protocol/number_codec.h"
+#include "torchship/classification.h"
 #include "torchship/dtypes.h"
 #include "torchship/errors.h"
 
@@ -28,9 +29,40 @@ std::vector<OutputSelection> select_outputs(const ModelConfig& config, const Inf
     for (const auto& s : selection) {
       if (s.index == index) throw InvalidInputError("output " + echo(wanted.name) + " requested more than once");
     }
-    selection.push_back({index, wanted.binary_data.value_or(request.binary_data_output)});
+    if (wanted.classification && config.outputs[index].shape.size() < 2) {
+      throw InvalidInputError("output " + echo(wanted.name) + " has no class dimension (shape " +
+                              shape_string(config.outputs[index].shape) + "): classification needs [batch, classes]");
+    }
+    selection.push_back({index, wanted.binary_data.value_or(request.binary_data_output),
+                         wanted.classification.value_or(0)});
   }
   return selection;
+}
+
+ClassifiedOutput classify_output(const ModelConfig& config, size_t output, const torch::Tensor& values, int64_t count) {
+  ClassifiedOutput out;
+  const auto ranked = top_classes(values, count);
+  out.shape = {static_cast<int64_t>(ranked.size()), ranked.empty() ? 0 : static_cast<int64_t>(ranked.front().size())};
+  // Labels name the output the image record points at (or the only output of a classifier).
+  const bool labelled = !config.labels.empty() &&
+                        (config.image ? config.image->output == config.outputs.at(output).name : config.outputs.size() == 1);
+  static const std::vector<std::string> kNone;
+  for (const auto& row : ranked) {
+    for (const auto& c : row) out.entries.push_back(classification_entry(c, labelled ? config.labels : kNone));
+  }
+  return out;
+}
+
+std::string serialize_bytes(const std::vector<std::string>& elements) {
+  std::string out;
+  for (const auto& e : elements) {
+    const auto n = static_cast<uint32_t>(e.size());
+    const char length[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
+                            static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
+    out.append(length, 4);
+    out += e;
+  }
+  return out;
 }
 
 EncodedResponse encode_infer_response(const ModelConfig& config, const std::string& model_version,
@@ -42,11 +74,14 @@ EncodedResponse encode_infer_response(const ModelConfig& config, const std::stri
                 std::to_string(config.outputs.size()));
   }
   std::vector<torch::Tensor> tensors;
+  std::vector<std::optional<ClassifiedOutput>> classified(selection.size());
   size_t estimate = 128;
-  for (const auto& s : selection) {
+  for (size_t k = 0; k < selection.size(); ++k) {
+    const auto& s = selection[k];
     auto t = outputs[s.index];
     if (!t.device().is_cpu()) t = t.cpu();
     tensors.push_back(t.contiguous());
+    if (s.classification > 0) classified[k] = classify_output(config, s.index, tensors.back(), s.classification);
     estimate += 96 + static_cast<size_t>(tensors.back().numel()) * (s.binary ? 0 : 14);
   }
 
@@ -65,11 +100,16 @@ EncodedResponse encode_infer_response(const ModelConfig& config, const std::stri
   bool any_binary = false;
   for (size_t k = 0; k < selection.size(); ++k) {
     const auto& t = tensors[k];
-    std::string datatype;
-    try {
-      datatype = dtype_name(t.scalar_type());
-    } catch (const InvalidInputError& e) {
-      throw Error(std::string("model output '") + config.outputs[selection[k].index].name + "': " + e.what());
+    std::string datatype = "BYTES";
+    std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+    if (classified[k]) {
+      shape = classified[k]->shape;
+    } else {
+      try {
+        datatype = dtype_name(t.scalar_type());
+      } catch (const InvalidInputError& e) {
+        throw Error(std::string("model output '") + config.outputs[selection[k].index].name + "': " + e.what());
+      }
     }
     if (k) out += ',';
     out += "{\"name\":";
@@ -77,15 +117,22 @@ EncodedResponse encode_infer_response(const ModelConfig& config, const std::stri
     out += ",\"datatype\":\"";
     out += datatype;
     out += "\",\"shape\":[";
-    for (int64_t d = 0; d < t.dim(); ++d) {
+    for (size_t d = 0; d < shape.size(); ++d) {
       if (d) out += ',';
-      append_number(out, t.size(d));
+      append_number(out, shape[d]);
     }
     if (selection[k].binary) {
       any_binary = true;
       out += "],\"parameters\":{\"binary_data_size\":";
-      append_number(out, t.nbytes());
+      append_number(out, classified[k] ? serialize_bytes(classified[k]->entries).size() : t.nbytes());
       out += "}}";
+    } else if (classified[k]) {
+      out += "],\"data\":[";
+      for (size_t e = 0; e < classified[k]->entries.size(); ++e) {
+        if (e) out += ',';
+        append_json_string(out, classified[k]->entries[e]);
+      }
+      out += "]}";
     } else {
       out += "],\"data\":[";
       append_data(out, t);
@@ -100,7 +147,11 @@ EncodedResponse encode_infer_response(const ModelConfig& config, const std::stri
     out.reserve(total);
     for (size_t k = 0; k < selection.size(); ++k) {
       if (!selection[k].binary) continue;
-      out.append(static_cast<const char*>(tensors[k].const_data_ptr()), tensors[k].nbytes());
+      if (classified[k]) {
+        out += serialize_bytes(classified[k]->entries);
+      } else {
+        out.append(static_cast<const char*>(tensors[k].const_data_ptr()), tensors[k].nbytes());
+      }
     }
   }
   return response;

@@ -18,7 +18,20 @@ namespace torchship::serve {
 struct OutputSelection {
   size_t index = 0;
   bool binary = false;
+  int64_t classification = 0;  // > 0: the top N classes as BYTES (the classification extension)
 };
+
+// The classification extension's answer for one output: shape [rows, N], row-major entries
+// "score:index[:label]" (Triton's form; labels from config.json).
+struct ClassifiedOutput {
+  std::vector<int64_t> shape;
+  std::vector<std::string> entries;
+};
+ClassifiedOutput classify_output(const ModelConfig& config, size_t output, const torch::Tensor& values, int64_t count);
+
+// BYTES elements as the binary tensor data extension and gRPC's raw contents carry them: each a
+// 4-byte little-endian length, then its bytes.
+std::string serialize_bytes(const std::vector<std::string>& elements);
 
 // Resolves the request's `outputs` against the model, before the model runs.
 std::vector<OutputSelection> select_outputs(const ModelConfig& config, const InferRequest& request);
