@@ -10,6 +10,12 @@ Tensors travel as JSON by default, or with the binary tensor data extension
 (``binary_inputs=True`` / ``binary_outputs=True``: raw little-endian bytes after
 the JSON header, exact for every dtype including NaN and infinity). A non-2xx
 answer raises ``ServerError`` carrying the status and the server's error text.
+
+Images go to the server's image route as they are (JPEG or PNG bytes; the server runs the model's own
+preprocessing graph, docs/images.md):
+
+        answer = client.infer_image("resnet18", Path("photo.jpg").read_bytes(), top_k=3)
+        print(answer.top_k)  # [{"index": ..., "label": ..., "probability": ...}, ...]
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,6 +65,30 @@ def _tensor_from_json(data: list[Any], datatype: str, shape: list[int]) -> torch
     if dtype.is_floating_point:
         data = [math.nan if v is None else v for v in data]  # the server writes non-finite values as null
     return torch.tensor(data, dtype=dtype).reshape(shape)
+
+
+def image_media_type(data: bytes) -> str:
+    """The media type of JPEG or PNG bytes by their signature; anything else as opaque bytes (the server says why)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    return "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ImageAnswer:
+    """The image route's answer; which field is set depends on the model (docs/images.md, Serving).
+
+    ``top_k``: a classifier's classes, most probable first (``{"index", "label", "probability"}``).
+    ``image``: an image-to-image model's output, encoded as ``content_type`` says (image/jpeg or image/png).
+    ``outputs``: any other model's outputs by name (the v2 infer response), or an image model's when JSON was asked.
+    """
+
+    content_type: str
+    top_k: list[dict[str, Any]] | None = None
+    image: bytes | None = None
+    outputs: dict[str, torch.Tensor] | None = None
 
 
 class Client:
@@ -170,15 +202,41 @@ class Client:
         else:
             headers["Content-Type"] = "application/json"
             body = header
-        path = self._model_path(model, version) + "/infer"
-        for attempt in range(self._overload_retries + 1):
-            response = self._http.post(path, content=body, headers=headers)
-            wait = _retry_after(response)
-            if response.status_code != 503 or wait is None or attempt == self._overload_retries:
-                break
-            time.sleep(min(wait, self._max_retry_wait))
-        self._raise_for_status(response)
+        response = self._post(self._model_path(model, version) + "/infer", body, headers)
         return self.decode_response(response)
+
+    def infer_image(
+        self,
+        model: str,
+        image: bytes | str | Path,
+        *,
+        version: str | int | None = None,
+        top_k: int | None = None,
+        accept: str | None = None,
+    ) -> ImageAnswer:
+        """Sends one JPEG or PNG image, as it is, to the model's image route (``/v2/models/{m}/image``).
+
+        ``image``: the encoded bytes or a path to them; the server decodes them and runs the preprocessing
+        graph export wrote beside the model, so nothing is resized or normalised here.
+        ``top_k``: how many classes a classifier answers (the server's default: 5).
+        ``accept``: the Accept header, e.g. ``"image/png"`` for an image-to-image model's output as PNG
+        (the server's default is JPEG); a classifier answers JSON only (406 if ``accept`` excludes it).
+        """
+        data = Path(image).read_bytes() if isinstance(image, (str, Path)) else bytes(image)
+        headers = {"Content-Type": image_media_type(data)}
+        if accept is not None:
+            headers["Accept"] = accept
+        path = self._model_path(model, version) + "/image"
+        if top_k is not None:
+            path += f"?top_k={int(top_k)}"
+        response = self._post(path, data, headers)
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type.startswith("image/"):
+            return ImageAnswer(content_type, image=response.content)
+        doc = response.json()  # the image route answers JSON without binary tensors
+        if "top_k" in doc:
+            return ImageAnswer(content_type, top_k=doc["top_k"])
+        return ImageAnswer(content_type, outputs=self.decode_response(response))
 
     @staticmethod
     def decode_response(response: httpx.Response) -> dict[str, torch.Tensor]:
@@ -204,6 +262,17 @@ class Client:
     def _model_path(model: str, version: str | int | None) -> str:
         path = f"/v2/models/{model}"
         return path if version is None else f"{path}/versions/{version}"
+
+    def _post(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+        """POSTs ``body``, resending it after an overload refusal as configured; raises ServerError on non-2xx."""
+        for attempt in range(self._overload_retries + 1):
+            response = self._http.post(path, content=body, headers=headers)
+            wait = _retry_after(response)
+            if response.status_code != 503 or wait is None or attempt == self._overload_retries:
+                break
+            time.sleep(min(wait, self._max_retry_wait))
+        self._raise_for_status(response)
+        return response
 
     @staticmethod
     def _raise_for_status(response: httpx.Response) -> None:

@@ -292,3 +292,42 @@ def test_runtime_infer_image_matches_the_server(client: httpx.Client, image_repo
             assert all(abs(a["probability"] - b["probability"]) < TOL for a, b in zip(got, served, strict=True))
         zebra = rt.model("cyclegan").infer_image(photo)
         assert isinstance(zebra, Image.Image) and zebra.mode == "RGB"
+
+
+def test_cli_predict_sends_the_image_as_it_is(
+    client: httpx.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``torchship predict --input photo.jpg``: no --repository, no client preprocessing; the server's answer printed
+    (a classifier's top-k table) or written (an image model's picture, its format by the output's extension)."""
+    from torchship.cli import main
+
+    photo = _photo(70, 50, seed=11)
+    (tmp_path / "photo.jpg").write_bytes(_bytes(photo, "JPEG"))
+    (tmp_path / "photo.png").write_bytes(_bytes(photo, "PNG"))
+    photo.save(tmp_path / "photo.bmp")  # re-encoded as PNG by the client: the server decodes JPEG and PNG only
+    url = ["--url", str(client.base_url)]
+
+    assert main(["predict", "--model", "net", "--input", str(tmp_path / "photo.jpg"), "--top-k", "2", *url]) == 0
+    served = client.post("/v2/models/net/image?top_k=2", content=(tmp_path / "photo.jpg").read_bytes()).json()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["rank", "label", "index", "probability"]
+    assert [(r[1], int(r[2]), float(r[3])) for r in rows[1:]] == [
+        (c["label"], c["index"], round(c["probability"], 6)) for c in served["top_k"]
+    ]
+
+    for source, extra, written, media_type in (
+        ("photo.png", [], "photo.out.png", "image/png"),
+        ("photo.jpg", [], "photo.out.jpg", "image/jpeg"),
+        ("photo.bmp", ["--output", str(tmp_path / "zebra.png")], "zebra.png", "image/png"),
+    ):
+        assert main(["predict", "--model", "cyclegan", "--input", str(tmp_path / source), *extra, *url]) == 0
+        assert f"wrote {tmp_path / written} ({media_type}" in capsys.readouterr().out
+        body = (tmp_path / "photo.png").read_bytes()
+        want = client.put("/v2/models/cyclegan/image", content=body, headers={"Accept": media_type}).content
+        if media_type == "image/png":  # the same pixels, so the same PNG bytes
+            assert (tmp_path / written).read_bytes() == want
+        else:
+            with Image.open(tmp_path / written) as got:
+                assert got.format == "JPEG" and got.size == Image.open(io.BytesIO(want)).size
+    assert main(["predict", "--model", "net", "--input", str(tmp_path / "photo.jpg"), "--output", "x.gif", *url]) == 1
+    assert "--output x.gif: expected a .png, .jpg or .jpeg" in capsys.readouterr().err

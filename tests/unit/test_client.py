@@ -1,6 +1,7 @@
 """torchship.client against a scripted server (httpx.MockTransport): only overload refusals (503 with
 Retry-After) are resent, as many times as asked, waiting as long as the server says; request bodies keep
-the wire format byte for byte, and every datatype comes back as it was sent."""
+the wire format byte for byte, and every datatype comes back as it was sent; images go to the image route
+byte for byte, and each of its three answers comes back in its own field."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import math
 import struct
 import time
 import tracemalloc
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
 
-from torchship.client import Client, ServerError, datatype_of, dtype_of
+from torchship.client import Client, ServerError, datatype_of, dtype_of, image_media_type
 from torchship.tensors import DTYPES
 
 OK_BODY = {
@@ -204,3 +206,58 @@ def test_binary_payloads_are_copied_once() -> None:
             tracemalloc.stop()
     assert len(requests[0].content) > payload
     assert peak < 1.5 * payload  # one copy into the body; the old tobytes + join + concat peaked near 3x
+
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256))  # only the signature matters to the client
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+
+
+def test_images_are_sent_as_they_are_to_the_image_route(tmp_path: Path) -> None:
+    top = {"model_name": "m", "model_version": "1", "top_k": [{"index": 3, "label": "cat", "probability": 0.75}]}
+    transport, requests = capture(top)
+    (tmp_path / "photo.jpg").write_bytes(JPEG)
+    with Client(transport=transport) as client:
+        for source in (JPEG, tmp_path / "photo.jpg", str(tmp_path / "photo.jpg")):
+            answer = client.infer_image("m", source, top_k=1)
+            assert answer.top_k == top["top_k"] and answer.image is None and answer.outputs is None
+        client.infer_image("m", PNG, version=2, accept="image/png, application/json")
+    for request in requests[:3]:
+        assert request.method == "POST" and request.url.path == "/v2/models/m/image"
+        assert request.url.query == b"top_k=1" and request.content == JPEG
+        assert request.headers["Content-Type"] == "image/jpeg" and request.headers["Accept"] == "*/*"  # httpx's
+    last = requests[-1]
+    assert last.url.path == "/v2/models/m/versions/2/image" and last.url.query == b""
+    assert last.content == PNG and last.headers["Content-Type"] == "image/png"
+    assert last.headers["Accept"] == "image/png, application/json"
+    assert image_media_type(b"GIF89a") == "application/octet-stream"  # the server refuses it with a message
+
+
+def test_image_answers_images_and_tensors() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("Accept", "").startswith("image/png"):
+            return httpx.Response(200, headers={"Content-Type": "image/png"}, content=PNG)
+        return httpx.Response(200, json=OK_BODY)
+
+    with Client(transport=httpx.MockTransport(handle)) as client:
+        picture = client.infer_image("gan", JPEG, accept="image/png")
+        tensors = client.infer_image("other", JPEG)
+    assert picture.content_type == "image/png" and picture.image == PNG and picture.top_k is None
+    assert tensors.content_type == "application/json" and tensors.outputs is not None
+    assert tensors.outputs["y"].tolist() == [[2.5]]
+
+
+def test_image_errors_and_overload_refusals() -> None:
+    answers = [
+        httpx.Response(503, headers={"Retry-After": "0"}, json={"error": "queue full"}),
+        httpx.Response(413, json={"error": "image is 20000x20000 (400000000 pixels): over --max-image-pixels"}),
+    ]
+    bodies: list[bytes] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return answers[len(bodies) - 1]
+
+    with Client(transport=httpx.MockTransport(handle), overload_retries=1) as client, pytest.raises(ServerError) as e:
+        client.infer_image("m", PNG)
+    assert bodies == [PNG, PNG]  # resent unchanged after the overload refusal
+    assert e.value.status == 413 and "--max-image-pixels" in e.value.message
