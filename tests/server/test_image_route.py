@@ -22,7 +22,6 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from torchship.export import export_checkpoint, export_registry_model
 from torchship.server_process import ServerProcess
 
 TOL = 1e-5  # probabilities and scores vs eager on the same preprocessed input
@@ -43,19 +42,15 @@ def _photo(width: int = 61, height: int = 47, seed: int = 0) -> Image.Image:
     return Image.fromarray(noisy, "RGB")
 
 
-@pytest.fixture(scope="module")
-def image_repository(tmp_path_factory: pytest.TempPathFactory, net_checkpoint: Path) -> Path:
-    """CIFAR-2 ``Net`` (a classifier with labels) and a small CycleGAN generator (image to image)."""
-    repo = tmp_path_factory.mktemp("image_repo")
-    export_checkpoint(net_checkpoint, repo, ["torchscript"], max_batch_size=8)
-    export_registry_model("cyclegan", repo, ["torchscript"], model_args={"ngf": 4, "n_blocks": 1}, max_batch_size=2)
-    return repo
+# ``image_repository`` (conftest.py): CIFAR-2 ``Net`` (a classifier with labels), a small CycleGAN generator
+# (image to image), and resnet18 and digits_net, which tests/server/test_image_parity.py checks too.
 
 
 @pytest.fixture(scope="module")
 def server(image_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("server") / "server.log"
     flags = ("--device", "cpu", "--max-image-pixels", "4000000", "--max-image-side", "8192", "--grpc-port", "0")
+    flags += ("--model", "net", "--model", "cyclegan")  # the repository's others are test_image_parity.py's
     s = ServerProcess(image_repository, *flags, log_path=log).start()
     yield s
     assert s.stop() == 0, s.log()
@@ -283,7 +278,7 @@ def test_runtime_infer_image_matches_the_server(client: httpx.Client, image_repo
     path = tmp_path / "photo.png"
     path.write_bytes(body)
     served = client.post("/v2/models/net/image?top_k=2", content=body).json()["top_k"]
-    with Runtime(image_repository, device="cpu") as rt:
+    with Runtime(image_repository, device="cpu", models=["net", "cyclegan"]) as rt:
         net = rt.model("net")
         assert net.takes_images
         for source in (body, path, str(path), photo):
