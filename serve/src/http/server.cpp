@@ -4,6 +4,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <list>
@@ -714,10 +715,15 @@ class Server::Impl {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     for (const auto& s : registry_.snapshot()) s->force_close();
-    // Sessions still referenced by a queued model request end when it answers; their sockets are closed.
-    const auto grace = Clock::now() + std::chrono::milliseconds(200);
-    while (shared_.refusing.load() > 0 && Clock::now() < grace) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Without their work guards the I/O threads run those closes and the reads and timers they abort, and
+    // return once nothing is left: every session ends on its own thread. Sessions still referenced by a
+    // queued model request end when it answers; their sockets are closed.
     work_.clear();
+    const auto grace = Clock::now() + std::chrono::milliseconds(200);
+    const auto ran_dry = [&] { return std::ranges::all_of(contexts_, [](const auto& c) { return c->stopped(); }); };
+    while ((shared_.refusing.load() > 0 || !ran_dry()) && Clock::now() < grace) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     for (auto& context : contexts_) context->stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
@@ -761,14 +767,19 @@ class Server::Impl {
     });
   }
 
+  // Declared before the contexts, so destroyed after them: a handler still queued when the threads stop
+  // (a connection open at the drain deadline) may hold a session's last reference, and ~io_context
+  // destroys it, running ~Session, which leaves the registry. With the registry gone first, that was a
+  // use-after-free and a double free of its list node (and, through its weak_ptr, of the session), which
+  // corrupted tcmalloc's free lists: the server segfaulted at exit (issue 12).
   Shared shared_;
+  Registry registry_;
   int io_threads_;
   std::vector<std::unique_ptr<net::io_context>> contexts_;
   std::vector<net::executor_work_guard<net::io_context::executor_type>> work_;
   size_t next_context_ = 0;  // only the acceptor's handlers touch it
   tcp::acceptor acceptor_;
   net::steady_timer retry_timer_;
-  Registry registry_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopped_{false};
 };
