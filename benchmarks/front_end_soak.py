@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import closed_loop
 from closed_loop import raise_nofile, read_answer, request
@@ -48,20 +50,45 @@ def rss(pid: int) -> int:
 
 
 class Hostiles:
-    """Idle and slowloris connections held open; the ones the server closes are reopened."""
+    """Idle and slowloris connections held open by a separate process (as an attacker's would be, not this
+    client's event loop: its 1,000 reconnects would otherwise delay the timed requests in the same loop);
+    the ones the server closes are reopened."""
 
     def __init__(self, port: int, idle: int, slowloris: int) -> None:
-        self.port, self.idle, self.slowloris = port, idle, slowloris
-        self.reopened = 0
-        self.tasks: list[asyncio.Task] = []
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._reopened = context.Value("q", 0)
+        self._process = context.Process(
+            target=_hold_all, args=(port, idle, slowloris, self._stop, self._reopened), daemon=True
+        )
 
-    async def _hold(self, trickle: bool) -> None:
+    @property
+    def reopened(self) -> int:
+        return int(self._reopened.value)
+
+    async def start(self) -> None:
+        self._process.start()
+        await asyncio.sleep(3.0)  # all connected (200 at a time, 10 ms apart) and settled
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._process.join, 30)
+
+
+def _hold_all(port: int, idle: int, slowloris: int, stop: Any, reopened: Any) -> None:
+    raise_nofile()
+    asyncio.run(_hold_until(port, idle, slowloris, stop, reopened))
+
+
+async def _hold_until(port: int, idle: int, slowloris: int, stop: Any, reopened: Any) -> None:
+    async def hold(trickle: bool) -> None:
         first = True
         while True:
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
                 if not first:
-                    self.reopened += 1
+                    with reopened.get_lock():
+                        reopened.value += 1
                 first = False
                 if trickle:
                     writer.write(b"GET /v2/health/live HTTP/1.1\r\n")
@@ -75,17 +102,16 @@ class Hostiles:
             except (ConnectionError, OSError):
                 await asyncio.sleep(0.05)
 
-    async def start(self) -> None:
-        for i in range(self.idle + self.slowloris):
-            self.tasks.append(asyncio.create_task(self._hold(trickle=i >= self.idle)))
-            if i % 200 == 0:
-                await asyncio.sleep(0.01)  # do not overflow the listen backlog
-        await asyncio.sleep(2.0)
-
-    async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+    tasks = []
+    for i in range(idle + slowloris):
+        tasks.append(asyncio.create_task(hold(trickle=i >= idle)))
+        if i % 200 == 0:
+            await asyncio.sleep(0.01)  # do not overflow the listen backlog
+    while not stop.is_set():
+        await asyncio.sleep(0.1)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def timed(port: int, payload: bytes, n: int, spacing_s: float = 0.0) -> list[float]:
