@@ -292,6 +292,8 @@ void DynamicBatcher::execute(int worker, std::vector<Request>& batch) {
         inputs.push_back(concat_ ? concat_(worker, i, parts) : torch::cat(parts, 0));
       }
     }
+    const auto gathered = Clock::now();
+    stats_.gather_seconds.observe(seconds_between(start, gathered));
     const Tensors outputs = run_(worker, inputs);
     for (size_t k = 0; k < outputs.size(); ++k) {
       if (outputs[k].dim() == 0 || outputs[k].size(0) != total_rows) {
@@ -304,7 +306,7 @@ void DynamicBatcher::execute(int worker, std::vector<Request>& batch) {
       for (const auto& out : outputs) results[j].push_back(out.narrow(0, offset, batch[j].rows));
       offset += batch[j].rows;
     }
-    stats_.compute_seconds.observe(seconds_between(start, Clock::now()));
+    stats_.compute_seconds.observe(seconds_between(gathered, Clock::now()));
     stats_.batch_size.observe(static_cast<double>(total_rows));
     stats_.batches.fetch_add(1, std::memory_order_relaxed);
     stats_.last_inference_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -41,8 +41,11 @@ std::vector<double> batch_buckets(int64_t max_batch_size) {
 }  // namespace
 
 ModelStats::ModelStats(int64_t max_batch_size)
-    : queue_seconds(latency_buckets_seconds()),
+    : decode_seconds(latency_buckets_seconds()),
+      queue_seconds(latency_buckets_seconds()),
+      gather_seconds(latency_buckets_seconds()),
       compute_seconds(latency_buckets_seconds()),
+      encode_seconds(latency_buckets_seconds()),
       request_seconds(latency_buckets_seconds()),
       batch_size(batch_buckets(max_batch_size)) {}
 

@@ -14,6 +14,9 @@ namespace torchship::serve {
 namespace {
 
 using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kOctetStream = "application/octet-stream";
@@ -165,6 +168,7 @@ void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply
     if (request.gone && request.gone->load()) throw CancelledError("the client left before its request was decoded");
     InferRequest parsed;
     std::vector<OutputSelection> selection;
+    const auto decode_started = Clock::now();
     try {
       const auto body = http::decode_content(http::header(request.headers, "Content-Encoding"),
                                              std::move(request.body), max_body_bytes_);
@@ -176,6 +180,7 @@ void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply
       model->stats().failed_invalid.fetch_add(1, std::memory_order_relaxed);  // never reached the model
       throw;
     }
+    model->stats().decode_seconds.observe(seconds_since(decode_started));
     auto done = [this, reply, model, selection = std::move(selection), id = std::move(parsed.id),
                  accept = std::string(http::header(request.headers, "Accept-Encoding")), method = request.method,
                  path = request.path](std::exception_ptr error, std::vector<torch::Tensor> outputs) mutable {
@@ -185,7 +190,9 @@ void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply
       auto encode = [reply, model, selection = std::move(selection), id = std::move(id), accept = std::move(accept),
                      method = std::move(method), path = std::move(path), outputs = std::move(outputs)]() {
         try {
+          const auto encode_started = Clock::now();
           auto e = encode_infer_response(model->config(), model->version(), id, selection, outputs);
+          model->stats().encode_seconds.observe(seconds_since(encode_started));
           http::Response r{200, e.json_bytes ? kOctetStream : kJson, std::move(e.body), {}};
           if (e.json_bytes) r.headers.emplace_back(std::string(kHeaderLength), std::to_string(*e.json_bytes));
           reply(compressed(std::move(r), {{"Accept-Encoding", accept}}));
@@ -223,6 +230,7 @@ void HttpApi::image(http::Request request, http::Reply reply, std::shared_ptr<Mo
     try {
       if (request.gone && request.gone->load()) throw CancelledError("the client left before its image was decoded");
       torch::Tensor input;
+      const auto decode_started = Clock::now();
       try {
         const auto body = http::decode_content(http::header(request.headers, "Content-Encoding"),
                                                std::move(request.body), max_body_bytes_);
@@ -231,6 +239,7 @@ void HttpApi::image(http::Request request, http::Reply reply, std::shared_ptr<Mo
         model->stats().failed_invalid.fetch_add(1, std::memory_order_relaxed);  // never reached the model
         throw;
       }
+      model->stats().decode_seconds.observe(seconds_since(decode_started));
       auto done = [this, reply, model, pipeline, answer, method = request.method, path = request.path](
                       std::exception_ptr error, std::vector<torch::Tensor> outputs) mutable {
         if (error) return reply(error_response(error, method, path));
@@ -238,7 +247,9 @@ void HttpApi::image(http::Request request, http::Reply reply, std::shared_ptr<Mo
         service_.post([this, reply, model, pipeline, answer, method = std::move(method), path = std::move(path),
                        outputs = std::move(outputs)] {
           try {
+            const auto encode_started = Clock::now();
             auto r = render_image_answer(*model, *pipeline, answer, outputs, service_.options().jpeg_quality);
+            model->stats().encode_seconds.observe(seconds_since(encode_started));
             reply(http::Response{200, std::move(r.content_type), std::move(r.body), {}});
           } catch (...) {
             reply(error_response(std::current_exception(), method, path));

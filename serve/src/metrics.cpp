@@ -119,7 +119,13 @@ std::string render_metrics(const std::vector<std::shared_ptr<Model>>& models, co
        &ModelStats::request_seconds},
       {"torchship_queue_duration_seconds", "Time a request waited in the queue before its batch ran.",
        &ModelStats::queue_seconds},
+      {"torchship_decode_duration_seconds",
+       "Time to decode one request's body into tensors (JSON or binary parse; image decode and preprocessing).",
+       &ModelStats::decode_seconds},
+      {"torchship_gather_duration_seconds", "Time to gather one batch's inputs from its requests.",
+       &ModelStats::gather_seconds},
       {"torchship_compute_duration_seconds", "Time to run one batch on a model instance.", &ModelStats::compute_seconds},
+      {"torchship_encode_duration_seconds", "Time to encode one request's answer.", &ModelStats::encode_seconds},
       {"torchship_batch_size", "Rows per batch run by the dynamic batcher.", &ModelStats::batch_size},
   };
   for (const auto& [name, help, member] : histograms) {

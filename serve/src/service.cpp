@@ -42,6 +42,8 @@ json model_statistics(Model& model) {
   const auto request = s.request_seconds.snapshot();
   const auto queue = s.queue_seconds.snapshot();
   const auto compute = s.compute_seconds.snapshot();
+  const auto decode = s.decode_seconds.snapshot();
+  const auto encode = s.encode_seconds.snapshot();
   const auto batch = s.batch_size.snapshot();
   const uint64_t failed = s.failed_invalid + s.failed_overloaded + s.failed_timeout + s.failed_unavailable +
                           s.failed_internal;
@@ -55,10 +57,12 @@ json model_statistics(Model& model) {
            {{"success", duration(request.count, request.sum)},
             {"fail", {{"count", failed}, {"ns", s.failed_nanoseconds.load()}}},
             {"queue", duration(queue.count, queue.sum)},
-            // Per batch (torchship times a batch as one call: copy in, run and copy out together).
-            {"compute_input", none},
+            // compute_input / compute_output: decoding each request's body into tensors and encoding its
+            // answer (per request); compute_infer: running each batch (per batch). Gathering a batch's
+            // inputs is in /metrics (torchship_gather_duration_seconds).
+            {"compute_input", duration(decode.count, decode.sum)},
             {"compute_infer", duration(compute.count, compute.sum)},
-            {"compute_output", none},
+            {"compute_output", duration(encode.count, encode.sum)},
             {"cache_hit", none},
             {"cache_miss", none}}},
           {"batch_stats", json::array()}};

@@ -89,6 +89,11 @@ def test_statistics_count_requests(grpc) -> None:
     after = grpc.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
     success = lambda s: int(s["inference_stats"]["success"].get("count", 0))  # noqa: E731
     assert success(after) == success(before) + 3
+    # compute_input / compute_output: each request's decode and encode (per request; docs/architecture.md)
+    for stage in ("compute_input", "compute_output"):
+        counts = [int(s["inference_stats"][stage].get("count", 0)) for s in (before, after)]
+        assert counts[1] == counts[0] + 3, stage
+        assert int(after["inference_stats"][stage].get("ns", 0)) > 0
 
 
 def test_errors_map_to_grpc_status_codes(grpc) -> None:

@@ -46,8 +46,15 @@ struct ModelStats {
   std::atomic<int64_t> last_inference_ms{0};      // wall clock (ms since the epoch) of the last batch
   std::atomic<int64_t> queue_depth{0};
   std::atomic<int64_t> in_flight{0};
+  // Where a served request's time goes, stage by stage (issue 14): decoding its body into tensors (a
+  // front end, per request: JSON or binary parse, image decode and preprocessing), waiting in the queue,
+  // gathering the batch (concatenating the requests' inputs, per batch), running the batch (per batch),
+  // encoding the answer (a front end, per request). Receiving and sending are the transport's.
+  Histogram decode_seconds;
   Histogram queue_seconds;
+  Histogram gather_seconds;
   Histogram compute_seconds;
+  Histogram encode_seconds;
   Histogram request_seconds;
   Histogram batch_size;
 };

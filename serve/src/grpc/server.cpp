@@ -1,5 +1,6 @@
 #include "grpc/server.h"
 
+#include <chrono>
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
@@ -30,6 +31,10 @@ namespace {
 
 using json = nlohmann::json;
 using inference::GRPCInferenceService;
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 // Elements in one input tensor; beyond, a shape is refused before anything is allocated.
 constexpr int64_t kMaxElements = int64_t{1} << 31;
@@ -225,6 +230,7 @@ class Handler final : public GRPCInferenceService::CallbackService {
       model->refuse_if_overloaded();  // before decoding, as over HTTP
       NamedTensors inputs;
       std::vector<OutputSelection> selection;
+      const auto decode_started = std::chrono::steady_clock::now();
       try {
         if (request->raw_input_contents_size() != 0 && request->raw_input_contents_size() != request->inputs_size()) {
           throw InvalidInputError("raw_input_contents must hold one entry per input: " +
@@ -255,9 +261,11 @@ class Handler final : public GRPCInferenceService::CallbackService {
         model->stats().failed_invalid.fetch_add(1, std::memory_order_relaxed);  // never reached the model
         throw;
       }
+      model->stats().decode_seconds.observe(seconds_since(decode_started));
       auto done = [reactor, response, model, selection = std::move(selection), id = request->id()](
                       std::exception_ptr error, std::vector<torch::Tensor> outputs) {
         if (error) return reactor->finish(to_status(error, "ModelInfer"));
+        const auto encode_started = std::chrono::steady_clock::now();
         try {
           response->set_model_name(model->name());
           response->set_model_version(model->version());
@@ -280,6 +288,7 @@ class Handler final : public GRPCInferenceService::CallbackService {
         } catch (...) {
           return reactor->finish(to_status(std::current_exception(), "ModelInfer"));
         }
+        model->stats().encode_seconds.observe(seconds_since(encode_started));
         reactor->finish(grpc::Status::OK);
       };
       model->submit(inputs, std::nullopt, std::move(done), reactor->cancelled());
