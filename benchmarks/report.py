@@ -189,6 +189,51 @@ def _fairness(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _image_load(results: dict) -> list[str]:
+    """The image route's request, where it was measured: what its rows cost beyond the tensor rows."""
+    if not any(p["protocol"] == "image" for p in results["points"]):
+        return []
+    return [
+        "- Image route (`image` rows): scikit-learn's `china.jpg` (427x640 JPEG) POSTed as it is to "
+        "`/v2/models/{m}/image`; the server decodes it, runs the exported `preprocess.pt` (resize 256, crop 224, "
+        "normalize) on its worker pool, the model, and answers the top-5 as JSON (docs/images.md). The "
+        "tensor rows send the already preprocessed 3x224x224 input."
+    ]
+
+
+def _precision(results: dict) -> list[str]:
+    """Reduced-precision variants beside fp32: speed in-process and served (binary, c=16), and what export
+    measured of their accuracy (issue 14: a ratio means nothing without the agreement beside it)."""
+    checks = results.get("verification", {})
+    base = next((label for label in checks if checks[label]["precision"] == "fp32"), None)
+    if not base or len(checks) < 2:
+        return []
+    base_ips = results["in_process"][base]["items_per_s"]
+    rows = []
+    for label, v in checks.items():
+        ips = results["in_process"][label]["items_per_s"]
+        served = _best(results, label, "torchship", "binary", 16)
+        served_txt = f"{served['rps']:,.0f} ({served['rps'] / ips:.2f}x)" if served else "-"
+        accuracy = f"max abs {v['max_abs']:.3g} (bound {v['bound']:.3g})" if "max_abs" in v else "converted at load"
+        if v.get("top1_agreement") is not None:
+            accuracy += f"; top-1 agreement with fp32 {100 * v['top1_agreement']:.0f} % on {v['held_out']}"
+        if v.get("accuracy"):  # labelled held-out data (digits, CIFAR): int8 and fp32 accuracy
+            accuracy += "; held-out accuracy " + ", ".join(f"{k} {100 * a:.1f} %" for k, a in v["accuracy"].items())
+        rows.append(f"| {label} | {ips:,.0f} | {ips / base_ips:.2f}x | {served_txt} | {accuracy} |")
+    return [
+        "## Reduced precision (accuracy beside speed)",
+        "",
+        "In-process limit and served throughput (binary, 16 connections; in parentheses the share of the variant's "
+        "own in-process limit) per variant, with what export's verification measured against fp32 eager "
+        "(manifest.json). CPU: " + _cpu_model() + ".",
+        "",
+        "| variant | in-process items/s | vs fp32 in-process | served req/s (of its limit) | verification |",
+        "|---|---:|---:|---:|---|",
+        *rows,
+        "",
+    ]
+
+
 def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
     png = out.with_suffix(".png")
     _plot(results, png)
@@ -232,6 +277,7 @@ def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
     ]
     lines += _targets(results)
     lines += _allocators(results)
+    lines += _precision(results)
     lines += _fairness(results)
     for model, limit in results["in_process"].items():
         lines += [

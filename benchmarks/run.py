@@ -107,6 +107,31 @@ def prepare_repository(models: list[str], variants: list[str]) -> Path:
     return repo
 
 
+def variant_verification(model_dir: Path, variant: str) -> dict:
+    """What export measured for the variant a run serves (manifest.json): its max abs difference from fp32 eager
+    and bound, and for int8 the top-1 agreement with fp32 on held-out inputs: accuracy beside speed."""
+    manifest = json.loads((model_dir / "1" / "manifest.json").read_text())
+    precision = variant.partition("-")[0]
+    precision = "fp32" if precision == "exported" else precision
+    layout = "channels_last" if variant.endswith("-cl") else "contiguous"
+    out: dict = {"precision": precision, "layout": layout}
+    for v in manifest.get("variants", []):
+        if v.get("precision") == precision and v.get("layout") == layout:
+            out.update(file=v["file"], **{k: v["verification"][k] for k in ("max_abs", "bound") if "verification" in v})
+    quantization = manifest.get("quantization") or {}
+    if precision == "int8" and quantization:
+        checked = next(iter(quantization.get("verification", {}).values()), {})
+        out.update(
+            calibration=quantization.get("calibration", {}).get("source"),
+            held_out=checked.get("inputs"),
+            top1_agreement=checked.get("top1_agreement"),
+            accuracy=checked.get("held_out_accuracy"),
+        )
+    if "file" not in out:
+        out["converted_at_load"] = True  # no exported variant: the server converts model.pt as it loads
+    return out
+
+
 def single_repo(repo: Path, model: str) -> Path:
     """A repository holding only `model` (a copy: the runtime refuses symlinks out of a repository), so a
     server loads nothing else."""
@@ -454,10 +479,14 @@ def main() -> None:
             )
             print(f"  in-process limit: {results['in_process'][label]}", flush=True)
             results["cold_start_s"][label] = cold_start(one, model, 3, extra)
+            results.setdefault("verification", {})[label] = variant_verification(one / model, variant)
             print(f"  cold start (spawn -> ready): {results['cold_start_s'][label]:.2f} s", flush=True)
-            points = measure_server("torchship", one, model, payloads, args, extra)
+            # The image route on the variant as exported: what decoding and preprocessing add is the point.
+            routes = {k: v for k, v in payloads.items() if k != "image" or variant == "exported"}
+            points = measure_server("torchship", one, model, routes, args, extra)
+            tensors = {k: v for k, v in payloads.items() if k != "image"}  # the book's Flask takes tensors only
             if not args.skip_flask and variant == "exported":
-                points += measure_server("flask", one, model, payloads, args, [])
+                points += measure_server("flask", one, model, tensors, args, [])
             floor = model == "thermometer_mlp" and args.device == "cpu" and variant == "exported"
             if floor and args.fairness:
                 results["fairness"] = fairness_points(one, model, extra, args.fairness, args.duration * 2)
