@@ -27,7 +27,7 @@ def _plot(results: dict, png: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         for server in ("torchship", "flask"):
-            for protocol, style in (("json", "-"), ("binary", "--")):
+            for protocol, style in (("json", "-"), ("binary", "--"), ("image", ":")):
                 pts = [
                     p
                     for p in results["points"]
@@ -250,6 +250,7 @@ def write_report(results: dict, args: argparse.Namespace, out: Path) -> None:
         "Load generator, servers and model share these CPUs.",
         "- Load: `wrk` with keep-alive, one single-item request per call (`benchmarks/wrk_infer.lua`), "
         "JSON or the binary tensor extension.",
+        *_image_load(results),
         "- torchship-server settings: "
         + "; ".join(f"{m}: `{s}`" for m, s in results["settings"].items())
         + " (defaults otherwise: dynamic batching with no queue delay).",

@@ -1,6 +1,8 @@
 """torchship-server vs the book's Flask baseline vs the in-process limit, measured side by side.
 
     make bench                                   # everything, medians of 3 runs (ResNet-18: fp32, bf16-cl, int8)
+    .venv/bin/python benchmarks/run.py --models resnet18 --protocols binary,image --repeats 1 --skip-flask \
+        --skip-allocators --work-dir /tmp/bench --out /tmp/image.md         # the image route beside tensors
     .venv/bin/python benchmarks/run.py --duration 3 --repeats 1 --models thermometer_mlp   # a quick look
     .venv/bin/python benchmarks/run.py --models resnet18 --concurrency 16 --skip-flask --skip-allocators \
         --server-arg=--max-queue-delay-us=2000 --out /tmp/ab.md                     # an A/B of one setting
@@ -10,6 +12,8 @@
         --skip-flask --out docs/benchmarks-gpu.md
 
 Load comes from wrk (a native generator, light enough to share the 2 cores; its CPU is reported too).
+For image models (ResNet-18) the image route is measured beside the tensor routes: scikit-learn's china.jpg
+(427x640) POSTed as it is to /v2/models/{m}/image, which decodes, preprocesses and answers the top-5.
 Writes docs/benchmarks.md (tables, machine, settings, commands) and docs/benchmarks.png.
 """
 
@@ -29,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import numpy as np
@@ -49,10 +54,16 @@ DEFAULT_MODELS = "thermometer_mlp,resnet18"  # the CPU benchmark; ResNet-50 is f
 PRECISIONS = ("exported", "fp32", "fp16", "bf16", "int8")
 # Run variants made at export for ResNet-18 on the CPU (docs/variants.md): the server and in-process pick
 # model.bf16-cl.pt2 and model.int8.pt from config.json instead of converting model.pt at load.
-EXPORT_VARIANTS = {
-    "bf16-cl": ["--variants", "bf16-cl"],
-    "int8": ["--quantize", "int8", "--calibration", str(WORK / "calibration")],
-}
+EXPORT_VARIANTS = ("bf16-cl", "int8")
+# The image route's request: a real photo of a common size, sent as it is (benchmarks/wrk_infer.lua POSTs it).
+IMAGE_SAMPLE = "china.jpg"
+
+
+def export_variant_flags(variant: str) -> list[str]:
+    """`torchship export` flags that make one of EXPORT_VARIANTS."""
+    if variant == "int8":  # ImageNet is not here: crops of scikit-learn's sample photos (docs/quantization.md)
+        return ["--quantize", "int8", "--calibration", str(WORK / "calibration")]
+    return ["--variants", variant]
 
 
 def variant_flags(variant: str) -> list[str]:
@@ -82,12 +93,18 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def _has_variants(model_dir: Path, wanted: list[str]) -> bool:
+def _up_to_date(model_dir: Path, wanted: list[str]) -> bool:
+    """Exported with the variants wanted and, for a model that declares images, the image record (an export
+    from before the image route has none, and its image requests would get 400)."""
+    from torchship import models
+    from torchship.preprocess import declares_image
+
     if not (model_dir / "config.json").is_file():
         return False
-    records = json.loads((model_dir / "config.json").read_text()).get("variants", [])
-    tags = {r["precision"] + ("-cl" if r["layout"] == "channels_last" else "") for r in records}
-    return set(wanted) <= tags
+    config = json.loads((model_dir / "config.json").read_text())
+    tags = {r["precision"] + ("-cl" if r["layout"] == "channels_last" else "") for r in config.get("variants", [])}
+    needs_image = declares_image(models.get(model_dir.name).preprocessing)
+    return set(wanted) <= tags and (config.get("image") is not None or not needs_image)
 
 
 def prepare_repository(models: list[str], variants: list[str]) -> Path:
@@ -96,10 +113,10 @@ def prepare_repository(models: list[str], variants: list[str]) -> Path:
     made = [v for v in variants if v in EXPORT_VARIANTS]
     for m in models:
         wanted = made if m == "resnet18" else []
-        if (repo / m).is_dir() and _has_variants(repo / m, wanted):
+        if (repo / m).is_dir() and _up_to_date(repo / m, wanted):
             continue
-        extra = [flag for v in wanted for flag in EXPORT_VARIANTS[v]]
-        if "int8" in wanted:  # ImageNet is not here: crops of scikit-learn's sample photos (docs/quantization.md)
+        extra = [flag for v in wanted for flag in export_variant_flags(v)]
+        if "int8" in wanted:
             from torchship.export.calibration import write_sample_crops
 
             write_sample_crops(WORK / "calibration")
@@ -151,8 +168,17 @@ def input_name(repo: Path, model: str) -> str:
     return json.loads((repo / model / "config.json").read_text())["inputs"][0]["name"]
 
 
-def write_payloads(repo: Path, model: str) -> dict[str, tuple[Path, str, str]]:
-    """protocol -> (body file, content type, Inference-Header-Content-Length)."""
+class Payload(NamedTuple):
+    """One request wrk sends over and over: its body, Content-Type, Inference-Header-Content-Length, route."""
+
+    body: Path
+    content_type: str
+    header_length: str
+    route: str = "infer"
+
+
+def write_payloads(repo: Path, model: str) -> dict[str, Payload]:
+    """protocol -> the request: JSON and binary tensors, and for a model with an image record an image."""
     shape = MODELS[model]
     name = input_name(repo, model)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -162,7 +188,7 @@ def write_payloads(repo: Path, model: str) -> dict[str, tuple[Path, str, str]]:
     )
     path = WORK / f"{model}.json.body"
     path.write_text(body)
-    out["json"] = (path, "application/json", "")
+    out["json"] = Payload(path, "application/json", "")
     header = json.dumps(
         {
             "inputs": [
@@ -173,7 +199,12 @@ def write_payloads(repo: Path, model: str) -> dict[str, tuple[Path, str, str]]:
     ).encode()
     path = WORK / f"{model}.bin.body"
     path.write_bytes(header + x.tobytes())
-    out["binary"] = (path, "application/octet-stream", str(len(header)))
+    out["binary"] = Payload(path, "application/octet-stream", str(len(header)))
+    if json.loads((repo / model / "config.json").read_text()).get("image"):
+        import sklearn.datasets
+
+        photo = Path(sklearn.datasets.__file__).parent / "images" / IMAGE_SAMPLE
+        out["image"] = Payload(photo, "image/jpeg", "", "image")
     return out
 
 
@@ -253,11 +284,10 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> float:
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
-def run_wrk(url: str, model: str, payload: tuple[Path, str, str], concurrency: int, duration: int) -> dict:
-    body, ctype, ihcl = payload
-    env = dict(
-        os.environ, BODY_FILE=str(body), CONTENT_TYPE=ctype, INFER_HEADER_LEN=ihcl, URL_PATH=f"/v2/models/{model}/infer"
-    )
+def run_wrk(url: str, model: str, payload: Payload, concurrency: int, duration: int) -> dict:
+    body, ctype, ihcl, route = payload
+    path = f"/v2/models/{model}/{route}"
+    env = dict(os.environ, BODY_FILE=str(body), CONTENT_TYPE=ctype, INFER_HEADER_LEN=ihcl, URL_PATH=path)
     threads = min(max(2, (os.cpu_count() or 2) // 4), concurrency)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
@@ -399,6 +429,7 @@ def cold_start(repo: Path, model: str, repeats: int, extra: list[str]) -> float:
 
 
 def main() -> None:
+    global WORK  # --work-dir: every helper here writes under it
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=DEFAULT_MODELS, help=f"of {', '.join(MODELS)} (default %(default)s)")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default %(default)s)")
@@ -434,10 +465,23 @@ def main() -> None:
         type=int,
         help="torch intra-op threads, server and in-process (default: 2 for ResNet-18 on CPU, else 1)",
     )
-    p.add_argument("--protocols", type=lambda s: s.split(","), default=["json", "binary"], help="json,binary")
+    p.add_argument(
+        "--protocols",
+        type=lambda s: s.split(","),
+        default="json,binary,image",
+        help="json,binary,image: image is the image route, for models with an image record (ResNet-18), "
+        "measured on the exported variant only (default %(default)s)",
+    )
     p.add_argument("--max-batch-size", type=int, help="override config.json's, for the server and in-process alike")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=WORK,
+        help="exports, copies, request bodies and logs (default %(default)s); another one keeps an A/B run apart",
+    )
     args = p.parse_args()
+    WORK = args.work_dir.resolve()
     python = Path(sys.executable)
     python_name = str(python.relative_to(ROOT)) if python.is_relative_to(ROOT) else "python3"
     args.command = " ".join([python_name, *sys.argv])

@@ -1,6 +1,7 @@
 -- wrk script: POST one prepared inference request over and over (keep-alive),
 -- then print a one-line JSON summary that benchmarks/run.py parses.
--- Env: BODY_FILE (request body), CONTENT_TYPE, INFER_HEADER_LEN (binary extension), URL_PATH.
+-- Env: BODY_FILE (request body), CONTENT_TYPE, INFER_HEADER_LEN (binary extension), URL_PATH
+-- (/v2/models/{m}/infer for tensors, /v2/models/{m}/image for a JPEG or PNG file sent as it is).
 local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 wrk.body = f:read("*all")
 f:close()
