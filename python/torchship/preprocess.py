@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image
+
+if TYPE_CHECKING:  # Pillow comes with the extras that read images, not with the core
+    from PIL import Image
 
 # The steps this reading knows; the other keys describe, or are read by export.
 IMAGE_KEYS = frozenset({"resize", "center_crop", "to_tensor", "scale", "grey_to_rgb", "normalize"})
@@ -199,5 +201,7 @@ def image_transform(preprocessing: Mapping[str, Any]) -> Callable[[Image.Image],
 
 def load_image(path: str, preprocessing: Mapping[str, Any]) -> torch.Tensor:
     """An image file as a batch of one, preprocessed for the model."""
+    from PIL import Image
+
     with Image.open(path) as img:
         return image_transform(preprocessing)(img.convert("RGB")).unsqueeze(0)

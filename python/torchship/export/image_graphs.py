@@ -14,18 +14,20 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from PIL import Image
 
 from torchship import tolerance
 from torchship.export.formats import torchscript_deprecation_noted
 from torchship.models.registry import TensorSpec
 from torchship.preprocess import ImageSteps, declares_image, pil_pixels, to_model_input
 from torchship.training.checkpoint import sha256
+
+if TYPE_CHECKING:  # Pillow comes with the export extra: a core install still registers `torchship export`
+    from PIL import Image
 
 log = logging.getLogger("torchship.export")
 
@@ -216,9 +218,11 @@ def _photo(height: int, width: int, seed: int) -> np.ndarray:
 
 
 @functools.cache  # read and made once per process; callers do not change them
-def verification_images() -> tuple[tuple[str, Image.Image], ...]:
+def verification_images() -> tuple[tuple[str, "Image.Image"], ...]:
     """Real photos where scikit-learn is installed, odd sizes, and grey and RGBA sources made RGB: PIL
     images in RGB, as the native decoder hands them over (docs/images.md)."""
+    from PIL import Image
+
     images: list[tuple[str, Image.Image]] = []
     try:
         from sklearn.datasets import load_sample_images
@@ -236,7 +240,7 @@ def verification_images() -> tuple[tuple[str, Image.Image], ...]:
     return tuple(images)
 
 
-def torchvision_reference(image: Image.Image, steps: ImageSteps) -> torch.Tensor:
+def torchvision_reference(image: "Image.Image", steps: ImageSteps) -> torch.Tensor:
     """The same steps in torchvision's v2 tensor transforms, on the uint8 tensor (antialias on); a grey
     image's conversion is PIL's (v2's rgb_to_grayscale rounds other weights)."""
     from torchvision.transforms.v2 import InterpolationMode
