@@ -1,6 +1,7 @@
 """torchship-server vs the book's Flask baseline vs the in-process limit, measured side by side.
 
-    make bench                                   # everything, medians of 3 runs (ResNet-18: fp32, bf16-cl, int8)
+    make bench                                   # everything, medians of 3 runs (ResNet-18: fp32, bf16-cl, int8;
+                                                 # the chapter 8 Net trained on digits: fp32, int8 with accuracy)
     .venv/bin/python benchmarks/run.py --models resnet18 --protocols binary,image --repeats 1 --skip-flask \
         --skip-allocators --work-dir /tmp/bench --out /tmp/image.md         # the image route beside tensors
     .venv/bin/python benchmarks/run.py --duration 3 --repeats 1 --models thermometer_mlp   # a quick look
@@ -48,19 +49,30 @@ CONCURRENCY = (1, 4, 16, 64)
 # Connections for the per-connection fairness points (closed_loop.py), on the MLP: wrk reports totals only.
 FAIRNESS_CONNECTIONS = (64, 256, 1024)
 # model -> one request's input shape (the input's name comes from config.json)
-MODELS = {"thermometer_mlp": (1, 1), "resnet18": (1, 3, 224, 224), "resnet50": (1, 3, 224, 224)}
-DEFAULT_MODELS = "thermometer_mlp,resnet18"  # the CPU benchmark; ResNet-50 is for GPUs (benchmarks/gpu.sh)
+MODELS = {
+    "thermometer_mlp": (1, 1),
+    "resnet18": (1, 3, 224, 224),
+    "resnet50": (1, 3, 224, 224),
+    "digits_net": (1, 3, 32, 32),
+}
+DEFAULT_MODELS = "thermometer_mlp,resnet18,digits_net"  # the CPU benchmark; ResNet-50 is for GPUs (benchmarks/gpu.sh)
+# Models benchmarked trained, so that int8's held-out accuracy means something: the training command (the
+# chapter 8 Net on scikit-learn's digits, a few seconds) and the export-time variants each gets.
+TRAINED = {"digits_net": ["train", "digits-net", "--epochs", "8"]}
 # A run variant: the precision floating math runs in ("exported": as exported), "-cl" for channels_last.
 PRECISIONS = ("exported", "fp32", "fp16", "bf16", "int8")
 # Run variants made at export for ResNet-18 on the CPU (docs/variants.md): the server and in-process pick
 # model.bf16-cl.pt2 and model.int8.pt from config.json instead of converting model.pt at load.
 EXPORT_VARIANTS = ("bf16-cl", "int8")
+VARIANTS_MADE_FOR = {"resnet18": EXPORT_VARIANTS, "digits_net": ("int8",)}
 # The image route's request: a real photo of a common size, sent as it is (benchmarks/wrk_infer.lua POSTs it).
 IMAGE_SAMPLE = "china.jpg"
 
 
-def export_variant_flags(variant: str) -> list[str]:
+def export_variant_flags(variant: str, model: str = "resnet18") -> list[str]:
     """`torchship export` flags that make one of EXPORT_VARIANTS."""
+    if variant == "int8" and model in TRAINED:  # calibrated on its training split, checked on the held-out one
+        return ["--quantize", "int8", "--calibration", "dataset"]
     if variant == "int8":  # ImageNet is not here: crops of scikit-learn's sample photos (docs/quantization.md)
         return ["--quantize", "int8", "--calibration", str(WORK / "calibration")]
     return ["--variants", variant]
@@ -112,15 +124,20 @@ def prepare_repository(models: list[str], variants: list[str]) -> Path:
     repo = WORK / "repository"
     made = [v for v in variants if v in EXPORT_VARIANTS]
     for m in models:
-        wanted = made if m == "resnet18" else []
+        wanted = [v for v in made if v in VARIANTS_MADE_FOR.get(m, ())]
         if (repo / m).is_dir() and _up_to_date(repo / m, wanted):
             continue
-        extra = [flag for v in wanted for flag in export_variant_flags(v)]
-        if "int8" in wanted:
+        extra = [flag for v in wanted for flag in export_variant_flags(v, m)]
+        if "int8" in wanted and m not in TRAINED:
             from torchship.export.calibration import write_sample_crops
 
             write_sample_crops(WORK / "calibration")
-        sh(str(BIN / "torchship"), "export", m, "--repository", str(repo), "--formats", "torchscript", *extra)
+        source = m
+        if m in TRAINED:
+            source = str(WORK / "checkpoints" / f"{m}.ckpt")
+            if not Path(source).is_file():
+                sh(str(BIN / "torchship"), *TRAINED[m], "--out", source)
+        sh(str(BIN / "torchship"), "export", source, "--repository", str(repo), "--formats", "torchscript", *extra)
     return repo
 
 
@@ -510,8 +527,8 @@ def main() -> None:
         device_flags += ["--cudnn-benchmark"] if args.device != "cpu" else []
         device_flags += ["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []
         for variant in variants:
-            if variant in EXPORT_VARIANTS and model != "resnet18":
-                print(f"== {model} {variant}: skipped (exported for ResNet-18 only)", flush=True)
+            if variant in EXPORT_VARIANTS and variant not in VARIANTS_MADE_FOR.get(model, ()):
+                print(f"== {model} {variant}: skipped (not exported for {model})", flush=True)
                 continue
             label = model if variant == "exported" else f"{model} {variant}"
             print(f"== {label}", flush=True)
