@@ -205,21 +205,26 @@ def _precision(results: dict) -> list[str]:
     """Reduced-precision variants beside fp32: speed in-process and served (binary, c=16), and what export
     measured of their accuracy (issue 14: a ratio means nothing without the agreement beside it)."""
     checks = results.get("verification", {})
-    base = next((label for label in checks if checks[label]["precision"] == "fp32"), None)
-    if not base or len(checks) < 2:
-        return []
-    base_ips = results["in_process"][base]["items_per_s"]
     rows = []
-    for label, v in checks.items():
-        ips = results["in_process"][label]["items_per_s"]
-        served = _best(results, label, "torchship", "binary", 16)
-        served_txt = f"{served['rps']:,.0f} ({served['rps'] / ips:.2f}x)" if served else "-"
-        accuracy = f"max abs {v['max_abs']:.3g} (bound {v['bound']:.3g})" if "max_abs" in v else "converted at load"
-        if v.get("top1_agreement") is not None:
-            accuracy += f"; top-1 agreement with fp32 {100 * v['top1_agreement']:.0f} % on {v['held_out']}"
-        if v.get("accuracy"):  # labelled held-out data (digits, CIFAR): int8 and fp32 accuracy
-            accuracy += "; held-out accuracy " + ", ".join(f"{k} {100 * a:.1f} %" for k, a in v["accuracy"].items())
-        rows.append(f"| {label} | {ips:,.0f} | {ips / base_ips:.2f}x | {served_txt} | {accuracy} |")
+    for model in dict.fromkeys(label.split()[0] for label in checks):  # each model against its own fp32
+        labels = [label for label in checks if label.split()[0] == model]
+        base = next((label for label in labels if checks[label]["precision"] == "fp32"), None)
+        if base is None or len(labels) < 2:
+            continue
+        base_ips = results["in_process"][base]["items_per_s"]
+        for label in labels:
+            v = checks[label]
+            ips = results["in_process"][label]["items_per_s"]
+            served = _best(results, label, "torchship", "binary", 16)
+            served_txt = f"{served['rps']:,.0f} ({served['rps'] / ips:.2f}x)" if served else "-"
+            accuracy = f"max abs {v['max_abs']:.3g} (bound {v['bound']:.3g})" if "max_abs" in v else "converted at load"
+            if v.get("top1_agreement") is not None:
+                accuracy += f"; top-1 agreement with fp32 {100 * v['top1_agreement']:.0f} % on {v['held_out']}"
+            if v.get("accuracy"):  # labelled held-out data (digits, CIFAR): int8 and fp32 accuracy
+                accuracy += "; held-out accuracy " + ", ".join(f"{k} {100 * a:.1f} %" for k, a in v["accuracy"].items())
+            rows.append(f"| {label} | {ips:,.0f} | {ips / base_ips:.2f}x | {served_txt} | {accuracy} |")
+    if not rows:
+        return []
     return [
         "## Reduced precision (accuracy beside speed)",
         "",
