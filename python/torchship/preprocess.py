@@ -197,11 +197,3 @@ def image_transform(preprocessing: Mapping[str, Any]) -> Callable[[Image.Image],
         return to_model_input(pil_pixels(image, steps), steps.scale, steps.grey_to_rgb, mean, std)
 
     return transform
-
-
-def load_image(path: str, preprocessing: Mapping[str, Any]) -> torch.Tensor:
-    """An image file as a batch of one, preprocessed for the model."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return image_transform(preprocessing)(img.convert("RGB")).unsqueeze(0)
