@@ -40,6 +40,7 @@ import httpx
 import numpy as np
 import torch
 
+from torchship.client import padded_header
 from torchship.server_process import ServerProcess, server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,6 +215,7 @@ def write_payloads(repo: Path, model: str) -> dict[str, Payload]:
             "parameters": {"binary_data_output": True},
         }
     ).encode()
+    header = padded_header(header)  # as torchship's client sends it: the server reads the tensor in place
     path = WORK / f"{model}.bin.body"
     path.write_bytes(header + x.tobytes())
     out["binary"] = Payload(path, "application/octet-stream", str(len(header)))

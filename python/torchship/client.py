@@ -35,6 +35,16 @@ import torch
 from torchship.tensors import TensorLike, as_tensor, datatype_of, dtype_of
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_ALIGNMENT = 64
+
+
+def padded_header(header: bytes) -> bytes:
+    """The JSON header of a binary request, padded with spaces to a multiple of HEADER_ALIGNMENT bytes.
+
+    The server reads binary tensor data in place when it starts at a multiple of its element size and
+    copies it otherwise; JSON allows trailing whitespace, so padding makes the first tensor aligned.
+    """
+    return header + b" " * (-len(header) % HEADER_ALIGNMENT)
 
 
 class ServerError(RuntimeError):
@@ -196,6 +206,7 @@ class Client:
         header = json.dumps(request, separators=(",", ":")).encode()
         headers = {}
         if blobs:
+            header = padded_header(header)
             headers[HEADER_LENGTH] = str(len(header))
             headers["Content-Type"] = "application/octet-stream"
             body = b"".join([header, *blobs])  # one copy of each payload, straight into the body

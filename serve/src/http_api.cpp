@@ -170,8 +170,8 @@ void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply
     std::vector<OutputSelection> selection;
     const auto decode_started = Clock::now();
     try {
-      const auto body = http::decode_content(http::header(request.headers, "Content-Encoding"),
-                                             std::move(request.body), max_body_bytes_);
+      const auto body = std::make_shared<std::string>(http::decode_content(
+          http::header(request.headers, "Content-Encoding"), std::move(request.body), max_body_bytes_));
       std::optional<size_t> json_bytes;
       if (const auto h = http::header(request.headers, kHeaderLength); !h.empty()) json_bytes = parse_header_length(h);
       parsed = parse_infer_request(body, json_bytes, limits_);

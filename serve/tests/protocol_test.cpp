@@ -180,6 +180,27 @@ TEST(Protocol, BinaryInputs) {
   EXPECT_EQ(parse_header_length("42"), 42u);
 }
 
+// With the body shared, binary data aligned to its element size is read in place (the tensor keeps the
+// body alive); misaligned data, which kernels must not read, is copied. Values are the same either way.
+TEST(Protocol, BinaryDataReadInPlaceWhenAligned) {
+  const float values[3] = {1.5f, -2.0f, 3.25f};
+  for (size_t pad = 0; pad < 4; ++pad) {
+    const std::string header =
+        R"({"inputs":[{"name":"a","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":12}}]})" +
+        std::string(pad, ' ');
+    auto body = std::make_shared<std::string>(header);
+    body->append(reinterpret_cast<const char*>(values), sizeof(values));
+    const char* data = body->data() + header.size();
+    auto r = parse_infer_request(body, header.size());
+    const bool aligned = reinterpret_cast<uintptr_t>(data) % sizeof(float) == 0;
+    const auto tensor = r.inputs.at(0).second;
+    EXPECT_EQ(tensor.data_ptr() == static_cast<const void*>(data), aligned) << "pad " << pad;
+    body.reset();  // the request's own reference is gone: a view must keep the bytes alive
+    EXPECT_TRUE(torch::equal(tensor, torch::tensor({1.5f, -2.0f, 3.25f}))) << "pad " << pad;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(tensor.data_ptr()) % sizeof(float), 0u);
+  }
+}
+
 TEST(Protocol, OutputSelection) {
   const auto config = two_output_config();
   auto r = parse_infer_request(

@@ -559,7 +559,24 @@ std::string echo(std::string_view s) {
   return out;
 }
 
-InferRequest parse_infer_request(std::string_view body, std::optional<size_t> json_bytes, const ParseLimits& limits) {
+namespace {
+
+// Binary tensor data as a tensor: a view of the body when `owner` keeps the body alive and the data
+// starts at an address its kernels may read (a multiple of the element size), else a copy.
+torch::Tensor binary_tensor(const char* data, const std::vector<int64_t>& shape, torch::ScalarType dtype,
+                            size_t size, const std::shared_ptr<std::string>* owner) {
+  const auto options = torch::TensorOptions().dtype(dtype);
+  if (owner && reinterpret_cast<uintptr_t>(data) % c10::elementSize(dtype) == 0) {
+    // The one copy left is the batcher's gather into the batch (a batch of one reads the body itself).
+    return torch::from_blob(const_cast<char*>(data), shape, [keep = *owner](void*) {}, options);
+  }
+  auto tensor = torch::empty(shape, options);
+  if (size) std::memcpy(tensor.data_ptr(), data, size);
+  return tensor;
+}
+
+InferRequest parse_request(std::string_view body, std::optional<size_t> json_bytes, const ParseLimits& limits,
+                           const std::shared_ptr<std::string>* owner) {
   std::string_view json = body;
   std::string_view binary;
   if (json_bytes) {
@@ -626,8 +643,7 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
         throw InvalidInputError(where() + ": its " + std::to_string(size) + " bytes of binary data run past the end " +
                                 "of the body (" + std::to_string(binary.size() - offset) + " bytes left)");
       }
-      tensor = torch::empty(in.shape, torch::TensorOptions().dtype(in.dtype));
-      if (size) std::memcpy(tensor.data_ptr(), binary.data() + offset, size);
+      tensor = binary_tensor(binary.data() + offset, in.shape, in.dtype, size, owner);
       offset += size;
     } else if (in.has_data) {
       tensor = finish_json_data(in, i);
@@ -647,6 +663,17 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> js
     request.outputs.push_back({std::move(out.name), out.binary_data, out.classification});
   }
   return request;
+}
+
+}  // namespace
+
+InferRequest parse_infer_request(std::string_view body, std::optional<size_t> json_bytes, const ParseLimits& limits) {
+  return parse_request(body, json_bytes, limits, nullptr);
+}
+
+InferRequest parse_infer_request(const std::shared_ptr<std::string>& body, std::optional<size_t> json_bytes,
+                                 const ParseLimits& limits) {
+  return parse_request(*body, json_bytes, limits, &body);
 }
 
 }  // namespace torchship::serve

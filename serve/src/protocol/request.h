@@ -5,6 +5,7 @@
 #include <torch/types.h>
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +38,10 @@ struct InferRequest {
 // `body` is the whole HTTP body. `json_bytes` is the Inference-Header-Content-Length
 // header: the JSON header's size when binary tensor data follows it (unset: all JSON).
 InferRequest parse_infer_request(std::string_view body, std::optional<size_t> json_bytes,
+                                 const ParseLimits& limits = {});
+// The same, with binary tensor data read in place where it is aligned to its element size (the
+// tensors keep `body` alive): no copy between the body and the batch.
+InferRequest parse_infer_request(const std::shared_ptr<std::string>& body, std::optional<size_t> json_bytes,
                                  const ParseLimits& limits = {});
 
 // User-supplied text echoed in an error message, quoted and cut to a sane length.
