@@ -59,8 +59,9 @@ def configure(
 class Model:
     """One loaded model version. ``infer`` goes through its dynamic batcher."""
 
-    def __init__(self, native: _C.Model) -> None:
+    def __init__(self, native: _C.Model, runtime: Runtime | None = None) -> None:
         self._native = native
+        self._runtime = runtime  # held: a collected Runtime shuts its models down (`Runtime(r).model(m)`)
         self.config: dict[str, Any] = json.loads(native.config_json)
 
     name = property(lambda self: self._native.name)
@@ -181,10 +182,10 @@ class Runtime:
         )
 
     def model(self, name: str, version: str | int = "") -> Model:
-        return Model(self._repo.model(name, str(version)))
+        return Model(self._repo.model(name, str(version)), self)
 
     def models(self) -> list[Model]:
-        return [Model(m) for m in self._repo.models()]
+        return [Model(m, self) for m in self._repo.models()]
 
     @property
     def ready(self) -> bool:

@@ -250,6 +250,24 @@ def test_export_refuses_shapes_the_spec_forbids(tmp_path: Path) -> None:
         models.TensorSpec("x", (-1, 3), min_shape=(1, 0))
 
 
+def test_a_model_served_one_item_at_a_time_exports_with_a_static_batch(tmp_path: Path) -> None:
+    """max_batch_size 1 (a model that cannot batch): the batch is static, every format verifies at batch 1,
+    and the runtime serves batch 1 and refuses 2 by name."""
+    from torchship.runtime import Runtime
+
+    result = export_registry_model("thermometer_mlp", tmp_path, ["torchscript", "onnx"], max_batch_size=1)
+    manifest = json.loads((result.directory / "manifest.json").read_text())
+    assert manifest["export"]["dynamic_shapes"]["t_u"] == {"0": "batch 1 (static)"}
+    assert {v["batch_size"] for v in manifest["verification"]} == {1}
+    assert all(v["ok"] for v in manifest["verification"])
+    model = Runtime(tmp_path).model("thermometer_mlp")  # the model keeps its Runtime alive
+    x = torch.tensor([[55.0]])
+    traced = formats.jit_load(result.directory / "model.pt")
+    tolerance.assert_close(model.infer({"t_u": x}), traced(x), tolerance.tolerance("torchscript"), "batch 1")
+    with pytest.raises(Exception, match=r"batch size 2 is outside 1\.\.1"):
+        model.infer({"t_u": torch.tensor([[1.0], [2.0]])})
+
+
 def test_row_sum_is_scripted_and_keeps_its_loop(exports: dict[str, ExportResult]) -> None:
     """Chapter 15's myfn: the registry says script, so the TorchScript graph keeps a loop, not 4 unrolled adds."""
     result = exports["row_sum"]

@@ -382,7 +382,8 @@ def export(
     # Artifacts return a flat tuple in the documented order, whatever the model's structure.
     probe = eager.runs[0][1]
     export_model = model if outputs_mod.is_flat(probe) else outputs_mod.flat_outputs(model, _names(specs))
-    example = random_inputs(specs, examples, batch=shapes.EXAMPLE_BATCH, seed=seed - 1, value_ranges=ranges)
+    batch = shapes.example_batch(max_batch_size)
+    example = random_inputs(specs, examples, batch=batch, seed=seed - 1, value_ranges=ranges)
     dynamic_shapes = shapes.dynamic_shapes(specs, max_batch_size)
     registry_name = (metadata or {}).get("registry_model") or name
     int8 = quantize_mod.Int8Check.build(export_model, registry_name, int8_data, max_batch_size) if int8_data else None

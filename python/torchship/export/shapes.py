@@ -134,9 +134,15 @@ def observed_range(t: torch.Tensor) -> ValueRange | None:
     return int(t.min()), int(t.max())
 
 
+def example_batch(max_batch_size: int) -> int:
+    """The batch size artifacts are traced and exported at: EXAMPLE_BATCH, or 1 where that is the most."""
+    return min(EXAMPLE_BATCH, max_batch_size)
+
+
 def dynamic_shapes(specs: Sequence[TensorSpec], max_batch_size: int) -> tuple[dict[int, Any], ...]:
     """The ``dynamic_shapes`` argument of torch.export / torch.onnx.export, one dict per input."""
-    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
+    # A model served one item at a time has a static batch of 1 (a Dim needs min < max).
+    batch = torch.export.Dim("batch", min=1, max=max_batch_size) if max_batch_size > 1 else torch.export.Dim.STATIC
     out = []
     for spec in specs:
         dims: dict[int, Any] = {0: batch}
@@ -151,7 +157,11 @@ def describe_dynamic_shapes(specs: Sequence[TensorSpec], max_batch_size: int) ->
     """The manifest's readable form of ``dynamic_shapes``."""
     return {
         s.name: {
-            str(i): (f"batch [1, {max_batch_size}]" if i == 0 else "dynamic (range inferred by torch.export)")
+            str(i): (
+                (f"batch [1, {max_batch_size}]" if max_batch_size > 1 else "batch 1 (static)")
+                if i == 0
+                else "dynamic (range inferred by torch.export)"
+            )
             for i, d in enumerate(s.shape)
             if d == -1
         }
