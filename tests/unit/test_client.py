@@ -145,6 +145,7 @@ def test_binary_request_body_is_byte_exact_for_mixed_dtypes() -> None:
         b'{"name":"k","shape":[2],"datatype":"UINT8","parameters":{"binary_data_size":2}}'
         b'],"id":"r1","outputs":[{"name":"y","parameters":{"binary_data":false}}]}'
     )
+    header += b" " * (-len(header) % 64)  # padded so the first tensor lands aligned (the server reads it in place)
     bf16 = b"".join(struct.pack("<f", v)[2:] for v in (1.0, -0.5, 3.0))  # bf16 = the high half of the fp32 bits
     payload = (
         struct.pack("<4f", 1.5, -2.0, 0.25, math.inf)
