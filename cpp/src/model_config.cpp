@@ -53,9 +53,7 @@ ImageSpec parse_image(const nlohmann::json& j, const ModelConfig& c) {
   ImageSpec image{j.at("preprocess").get<std::string>(), optional_string("postprocess"),
                   j.at("input").get<std::string>(), j.at("output").get<std::string>(), optional_string("scores")};
   for (const auto* file : {&image.preprocess, image.postprocess ? &*image.postprocess : nullptr}) {
-    if (!file) continue;
-    const std::filesystem::path path(*file);
-    if (path.empty() || path.filename() != path || *file == "." || *file == "..") {
+    if (file && !is_version_file_name(*file)) {
       throw std::invalid_argument("image file '" + *file + "' must be a file name inside the version directory");
     }
   }
@@ -73,6 +71,11 @@ ImageSpec parse_image(const nlohmann::json& j, const ModelConfig& c) {
 }
 
 }  // namespace
+
+bool is_version_file_name(const std::string& name) {
+  const std::filesystem::path path(name);
+  return !path.empty() && !path.has_parent_path() && path.filename() == path && name != "." && name != "..";
+}
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& doc) {
   ModelConfig c;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "torchship/errors.h"
+#include "torchship/model_config.h"
 
 namespace torchship {
 namespace fs = std::filesystem;
@@ -43,8 +44,7 @@ Variant parse_variant(const nlohmann::json& entry, size_t index) {
   };
   Variant v;
   v.file = text("file", nullptr);
-  const fs::path file(v.file);
-  if (file.empty() || file.has_parent_path() || file.filename() != file || v.file == "." || v.file == "..") {
+  if (!is_version_file_name(v.file)) {
     throw LoadError(where + ".file " + in_quotes(v.file) + " must be a file name inside the version directory");
   }
   try {

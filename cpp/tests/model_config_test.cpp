@@ -54,6 +54,15 @@ TEST(ModelConfig, RejectsShapesWithoutABatchDimension) {
                std::invalid_argument);
 }
 
+TEST(ModelConfig, FilesItNamesStayInTheVersionDirectory) {
+  for (const char* ok : {"model.pt", "preprocess.pt", "model.int8.pt", "..model.pt"}) {
+    EXPECT_TRUE(is_version_file_name(ok)) << ok;
+  }
+  for (const char* bad : {"", ".", "..", "../model.pt", "sub/model.pt", "/etc/passwd", "model.pt/"}) {
+    EXPECT_FALSE(is_version_file_name(bad)) << bad;
+  }
+}
+
 TEST(Validation, AcceptsAMatchingBatch) {
   EXPECT_NO_THROW(validate_inputs(image_config(), {torch::zeros({3, 3, 32, 32})}));
 }

@@ -16,8 +16,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
 constexpr const char* kJson = "application/json";
 constexpr const char* kOctetStream = "application/octet-stream";
 constexpr std::string_view kHeaderLength = "Inference-Header-Content-Length";

@@ -24,6 +24,11 @@
 
 namespace torchship::serve {
 
+// A stage's duration for the per-stage statistics (decode, encode), the same way on both front ends.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 struct ServiceOptions {
   std::string version;                     // reported by server metadata
   bool ready_with_failed_models = false;   // server readiness ignores models that failed to load

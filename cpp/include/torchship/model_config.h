@@ -24,6 +24,10 @@ struct TensorSpec {
   std::vector<int64_t> min_shape;
 };
 
+// Whether config.json names a file of the version directory itself: one plain name, no directory part,
+// neither "." nor ".." (artifacts and image graphs alike; a name that could leave the directory is refused).
+bool is_version_file_name(const std::string& name);
+
 // config.json's "image" record (docs/images.md): graphs that export wrote beside the model, so that
 // the runtime can take encoded images without re-declaring the model's preprocessing.
 struct ImageSpec {

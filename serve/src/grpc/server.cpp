@@ -32,10 +32,6 @@ namespace {
 using json = nlohmann::json;
 using inference::GRPCInferenceService;
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 // Elements in one input tensor; beyond, a shape is refused before anything is allocated.
 constexpr int64_t kMaxElements = int64_t{1} << 31;
 
