@@ -10,11 +10,17 @@ from pathlib import Path
 import torch
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first processor's `field` in /proc/cpuinfo."""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+            return value.strip()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor()
 
 
 # The instruction sets reduced precision runs on, as /proc/cpuinfo names them: int8 and bf16 ratios
@@ -32,11 +38,7 @@ ISA_FLAGS = {
 
 
 def _cpu_isa() -> str:
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    flags = set((_cpuinfo("flags") or "").split())
     found = [name for flag, name in ISA_FLAGS.items() if flag in flags]
     return ", ".join(found) if found else "none of " + ", ".join(ISA_FLAGS.values())
 

@@ -253,7 +253,7 @@ def test_export_refuses_shapes_the_spec_forbids(tmp_path: Path) -> None:
 def test_a_model_served_one_item_at_a_time_exports_with_a_static_batch(tmp_path: Path) -> None:
     """max_batch_size 1 (a model that cannot batch): the batch is static, every format verifies at batch 1,
     and the runtime serves batch 1 and refuses 2 by name."""
-    from torchship.runtime import Runtime
+    from torchship.runtime import InvalidInputError, Runtime
 
     result = export_registry_model("thermometer_mlp", tmp_path, ["torchscript", "onnx"], max_batch_size=1)
     manifest = json.loads((result.directory / "manifest.json").read_text())
@@ -264,7 +264,7 @@ def test_a_model_served_one_item_at_a_time_exports_with_a_static_batch(tmp_path:
     x = torch.tensor([[55.0]])
     traced = formats.jit_load(result.directory / "model.pt")
     tolerance.assert_close(model.infer({"t_u": x}), traced(x), tolerance.tolerance("torchscript"), "batch 1")
-    with pytest.raises(Exception, match=r"batch size 2 is outside 1\.\.1"):
+    with pytest.raises(InvalidInputError, match=r"batch size 2 is outside 1\.\.1"):
         model.infer({"t_u": torch.tensor([[1.0], [2.0]])})
 
 

@@ -77,6 +77,25 @@ def test_a_torchscript_file_keeps_its_argument_names_and_dict_keys(model: nn.Mod
     _matches_eager(model, directory, "torchscript", torch.randn(5, 3, 16, 16))
 
 
+class OneAtATime(nn.Module):
+    """Takes exactly one image (a fixed view): only max_batch_size 1 serves it."""
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"flat": image.view(1, 48), "total": image.sum((1, 2, 3))}
+
+
+def test_a_file_that_takes_one_item_imports_with_max_batch_size_1(tmp_path: Path) -> None:
+    """Flattening its dict output traces it at batch 1, not the usual example batch of 2 (which it refuses)."""
+    path = tmp_path / "one.pt"
+    torch.jit.save(torch.jit.script(OneAtATime()), str(path))
+    directory, _, _ = import_artifact(
+        path, tmp_path / "repo", name="one", inputs={"image": ((1, 3, 4, 4), "")}, max_batch_size=1
+    )
+    config = _config(directory)
+    assert config["max_batch_size"] == 1 and config["variants"][0]["verification"]["ok"]
+    _matches_eager(OneAtATime(), directory, "torchscript", torch.randn(1, 3, 4, 4))
+
+
 def test_an_onnx_file_keeps_its_names_and_dynamic_dims(model: nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "two_heads.onnx"
     dims = {0: torch.export.Dim("batch", max=64), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}

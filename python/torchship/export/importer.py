@@ -122,23 +122,25 @@ def _specs(
     return specs, examples
 
 
-def _flat_torchscript(path: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape]) -> torch.jit.ScriptModule:
+def _flat_torchscript(
+    path: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape], batch: int
+) -> torch.jit.ScriptModule:
     """The TorchScript file with its outputs flattened (the C++ runtime and the ONNX exporter take tensors and
     tuples only): a trace of ``FlatOutputs`` around the loaded module, which keeps it as one call, its own
     code unchanged; the trace adds only the fixed indexing of its dict or nested output."""
     with formats.torchscript_deprecation_noted():
         loaded = formats.jit_load(path)
-        example = tuple(shapes.random_inputs(specs, examples, shapes.EXAMPLE_BATCH, seed=0))
+        example = tuple(shapes.random_inputs(specs, examples, batch, seed=0))
         flat = outputs_mod.flat_outputs(loaded, [s.name for s in specs])
         return torch.jit.trace(flat, example, check_trace=False)
 
 
 def _onnx_cross_check(
-    module: torch.jit.ScriptModule, staging: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape]
+    module: torch.jit.ScriptModule, staging: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape], batch: int
 ) -> Path:
     """An ONNX export of the (flattened) TorchScript module, for a runtime with kernels of its own: the
     TorchScript-based exporter (``dynamo=False``), since the dynamo exporter does not take ScriptModules."""
-    example = tuple(shapes.random_inputs(specs, examples, shapes.EXAMPLE_BATCH, seed=0))
+    example = tuple(shapes.random_inputs(specs, examples, batch, seed=0))
     out = staging / "cross_check.onnx"
     dynamic = {s.name: {i: f"{s.name}_{i}" for i, d in enumerate(s.shape) if d == -1} for s in specs}
     with formats.torchscript_deprecation_noted(), warnings.catch_warnings():
@@ -212,7 +214,8 @@ def import_artifact(
     with _staging(repository, name) as staging:
         repo = staging / "repository"
         (repo / name / "1").mkdir(parents=True)
-        flat = _flat_torchscript(path, specs, examples) if fmt == "torchscript" else None
+        batch = shapes.example_batch(max_batch_size)
+        flat = _flat_torchscript(path, specs, examples, batch) if fmt == "torchscript" else None
         wrapped = flat is not None and not outputs_mod.is_flat(eager.runs[0][1])
         if wrapped:
             flat.save(str(repo / name / "1" / variant.file))  # type: ignore[union-attr]
@@ -239,7 +242,7 @@ def import_artifact(
         _write_json(repo / name / "config.json", config)
         if fmt == "torchscript":
             try:
-                onnx_path = _onnx_cross_check(flat, staging, specs, examples)  # type: ignore[arg-type]
+                onnx_path = _onnx_cross_check(flat, staging, specs, examples, batch)  # type: ignore[arg-type]
                 new = verify(formats.load_onnx(onnx_path), "onnx", "cpu", cases, out_specs, name)
                 rows += new
                 checks.append(_check("ONNX Runtime on an ONNX export of it (independent kernels)", new))
