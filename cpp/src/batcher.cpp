@@ -66,7 +66,7 @@ std::pair<DynamicBatcher::Done, std::future<DynamicBatcher::Tensors>> promised()
 
 void DynamicBatcher::enqueue(Request request) {
   const auto depth = static_cast<int64_t>(queue_.size());
-  if (depth >= options_.max_queue_size) throw_full(depth);
+  if (depth >= options_.max_queue_size) throw queue_full(depth);
   queued_rows_ += request.rows;
   queue_.push_back(std::move(request));
   stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
@@ -117,6 +117,51 @@ void DynamicBatcher::submit(Tensors inputs, std::optional<Clock::time_point> dea
     work_available_.notify_one();
     return;
   }
+  run_here(instance, std::move(batch));
+}
+
+void DynamicBatcher::submit(std::vector<Submission> group) {
+  const bool on_caller = options_.run_small_on_caller && options_.max_queue_delay.count() == 0;
+  std::vector<Submission> refused;
+  bool stopping = false;
+  bool queued = false;
+  bool wake = false;
+  int instance = -1;
+  std::vector<Request> batch;
+  {
+    std::unique_lock lock(mutex_);
+    stopping = stopping_;
+    const bool idle = queue_.empty();
+    for (auto& s : group) {
+      if (stopping || static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
+        refused.push_back(std::move(s));
+        continue;
+      }
+      Request request = make_request(std::move(s.inputs), s.deadline, std::move(s.done));
+      request.cancelled = std::move(s.cancelled);
+      enqueue(std::move(request));
+      queued = true;
+    }
+    // Idle model: the group runs here, first in the queue, so order is kept.
+    if (queued && on_caller && idle) instance = claim_free_instance();
+    if (instance >= 0) {
+      ++callers_running_;
+      batch = take_batch(lock);
+      stats_.queue_depth.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+    }
+    // What this thread does not run: a free instance's worker takes it.
+    wake = !queue_.empty() && std::find(instance_busy_.begin(), instance_busy_.end(), 0) != instance_busy_.end();
+  }
+  for (auto& s : refused) {
+    s.done(stopping ? std::make_exception_ptr(UnavailableError("model is shutting down and accepts no new requests"))
+                    : std::make_exception_ptr(queue_full(options_.max_queue_size)),
+           {});
+  }
+  if (wake) work_available_.notify_one();
+  if (instance >= 0) run_here(instance, std::move(batch));
+}
+
+void DynamicBatcher::run_here(int instance, std::vector<Request> batch) {
   const CallerRun free_instance(*this, instance);  // frees the instance even if execute() throws
   // What queued behind this call runs here too, a few batches at most (this is an I/O thread): handing
   // it to the worker would cost a wake-up and a context switch per batch, more than the call.
@@ -133,11 +178,11 @@ void DynamicBatcher::submit(Tensors inputs, std::optional<Clock::time_point> dea
 void DynamicBatcher::check_capacity() const {
   // The depth every queue change publishes, read without the lock the workers contend on: advisory anyway.
   const int64_t depth = stats_.queue_depth.load(std::memory_order_relaxed);
-  if (depth >= options_.max_queue_size) throw_full(depth);
+  if (depth >= options_.max_queue_size) throw queue_full(depth);
 }
 
-void DynamicBatcher::throw_full(int64_t depth) const {
-  throw OverloadedError("request queue is full (" + std::to_string(depth) + " waiting, max_queue_size " +
+OverloadedError DynamicBatcher::queue_full(int64_t depth) const {
+  return OverloadedError("request queue is full (" + std::to_string(depth) + " waiting, max_queue_size " +
                         std::to_string(options_.max_queue_size) + "); retry later");
 }
 

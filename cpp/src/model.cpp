@@ -168,8 +168,7 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
   // while the server drained, once blamed on them, was a use-after-free in the HTTP front end's shutdown
   // that they made likelier: serve/src/http/server.cpp, issue 12.)
   const auto load_instances = [&] {
-    instances_.clear();
-    for (int i = 0; i < config_.instance_count; ++i) {
+    while (instances_.size() < static_cast<size_t>(config_.instance_count)) {
       instances_.push_back(std::make_unique<Instance>(variant_, device_, config_.outputs));
     }
   };
@@ -194,13 +193,26 @@ Model::Model(ModelConfig config, std::string version, const std::filesystem::pat
       throw LoadError("warm-up of " + what + " failed: " + with_hint(e));
     }
   }
-  BatcherOptions batching{config_.max_batch_size, config_.max_queue_delay, config_.max_queue_size,
-                          config_.instance_count};
-  batching.run_on_caller = at::get_num_threads() == 1;  // single-threaded kernels: no OpenMP team to keep warm
+  const bool run_on_caller = at::get_num_threads() == 1;  // single-threaded kernels: no OpenMP team to keep warm
   // Servers' requests run on the I/O thread only for a model whose batch-1 call took under
   // kSmallCallSeconds at warm-up: there the handoff to a worker and back costs more than the call.
-  batching.run_small_on_caller = batching.run_on_caller && warm_batch1_seconds_ >= 0 &&
-                                 warm_batch1_seconds_ < kSmallCallSeconds;
+  const bool small = run_on_caller && warm_batch1_seconds_ >= 0 && warm_batch1_seconds_ < kSmallCallSeconds;
+  if (small && !options.instance_count && options.caller_threads > config_.instance_count) {
+    // One instance per I/O thread, so that no thread waits for another's call and hands it its requests
+    // (docs/benchmarks.md, "Why 4 connections"). Each still batches what its thread read in one round.
+    config_.instance_count = options.caller_threads;
+    try {
+      load_instances();
+      if (options.warmup) warm_up();
+    } catch (const std::exception& e) {
+      throw LoadError("cannot load " + what + " on " + device_.str() + " (instance " +
+                      std::to_string(instances_.size() + 1) + "): " + with_hint(e));
+    }
+  }
+  BatcherOptions batching{config_.max_batch_size, config_.max_queue_delay, config_.max_queue_size,
+                          config_.instance_count};
+  batching.run_on_caller = run_on_caller;
+  batching.run_small_on_caller = small;
   DynamicBatcher::ConcatFn concat;
   if (device_.is_cuda()) {
     concat = [this](int instance, size_t input, const std::vector<torch::Tensor>& parts) {
@@ -409,19 +421,8 @@ void Model::submit(std::vector<torch::Tensor> inputs, std::optional<Clock::time_
     if (!ready_.load()) throw UnavailableError("model '" + config_.name + "' is not ready");
     validate_inputs(config_, inputs);
     stats_->in_flight.fetch_add(1);
-    auto done = [this, started, on_done = std::move(on_done)](std::exception_ptr error,
-                                                               std::vector<torch::Tensor> outputs) {
-      stats_->in_flight.fetch_sub(1);
-      if (error) {
-        on_done(count_failure(error, started), {});
-        return;
-      }
-      stats_->requests_ok.fetch_add(1, std::memory_order_relaxed);
-      stats_->request_seconds.observe(std::chrono::duration<double>(Clock::now() - started).count());
-      on_done(nullptr, std::move(outputs));
-    };
     try {
-      batcher_->submit(std::move(inputs), deadline, std::move(done), std::move(cancelled));
+      batcher_->submit(std::move(inputs), deadline, counted(std::move(on_done), started), std::move(cancelled));
     } catch (...) {
       stats_->in_flight.fetch_sub(1);
       throw;
@@ -429,6 +430,38 @@ void Model::submit(std::vector<torch::Tensor> inputs, std::optional<Clock::time_
   } catch (...) {
     std::rethrow_exception(count_failure(std::current_exception(), started));
   }
+}
+
+void Model::submit(std::vector<DynamicBatcher::Submission> group) {
+  const auto started = Clock::now();
+  std::vector<DynamicBatcher::Submission> valid;
+  valid.reserve(group.size());
+  for (auto& s : group) {
+    try {
+      if (!ready_.load()) throw UnavailableError("model '" + config_.name + "' is not ready");
+      validate_inputs(config_, s.inputs);
+    } catch (...) {
+      s.done(count_failure(std::current_exception(), started), {});
+      continue;
+    }
+    stats_->in_flight.fetch_add(1);
+    s.done = counted(std::move(s.done), started);
+    valid.push_back(std::move(s));
+  }
+  if (!valid.empty()) batcher_->submit(std::move(valid));
+}
+
+DynamicBatcher::Done Model::counted(DynamicBatcher::Done on_done, Clock::time_point started) {
+  return [this, started, on_done = std::move(on_done)](std::exception_ptr error, std::vector<torch::Tensor> outputs) {
+    stats_->in_flight.fetch_sub(1);
+    if (error) {
+      on_done(count_failure(error, started), {});
+      return;
+    }
+    stats_->requests_ok.fetch_add(1, std::memory_order_relaxed);
+    stats_->request_seconds.observe(std::chrono::duration<double>(Clock::now() - started).count());
+    on_done(nullptr, std::move(outputs));
+  };
 }
 
 }  // namespace torchship

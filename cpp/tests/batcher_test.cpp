@@ -343,3 +343,83 @@ TEST(Batcher, SmallModelRunsSubmitsOnTheCallerAndDrainsWhatQueuedBehind) {
   EXPECT_EQ(ran[2].second, 4.0f);
   EXPECT_EQ(stats.cancelled.load(), 1);
 }
+
+// A server's I/O thread submits what it read in one round as a group: an idle small model runs the
+// group on that thread as one batch (up to max_batch_size rows; the rest in the next), each request
+// gets its own rows, in order.
+TEST(Batcher, SmallModelRunsAGroupOnTheCallerAsOneBatch) {
+  ModelStats stats(4);
+  std::vector<std::pair<std::thread::id, int64_t>> ran;  // thread, rows of each batch
+  auto opts = options(3);
+  opts.run_small_on_caller = true;
+  DynamicBatcher batcher(
+      opts,
+      [&](int, const Tensors& batch) -> Tensors {
+        ran.emplace_back(std::this_thread::get_id(), batch[0].size(0));
+        return {batch[0] * 2};
+      },
+      stats);
+  std::vector<float> answers(4, 0.0f);
+  std::vector<std::thread::id> answered_on(4);
+  std::vector<DynamicBatcher::Submission> group;
+  for (size_t k = 0; k < 4; ++k) {
+    group.push_back({rows({static_cast<float>(k + 1)}), std::nullopt, [&, k](std::exception_ptr error, Tensors outputs) {
+                       answers[k] = error ? -1.0f : outputs[0].item<float>();
+                       answered_on[k] = std::this_thread::get_id();
+                     },
+                     {}});
+  }
+  batcher.submit(std::move(group));  // returns once all four have run, here
+  EXPECT_EQ(answers, (std::vector<float>{2, 4, 6, 8}));
+  ASSERT_EQ(ran.size(), 2u);
+  EXPECT_EQ(ran[0].second, 3);  // max_batch_size
+  EXPECT_EQ(ran[1].second, 1);
+  for (const auto& [thread, n] : ran) EXPECT_EQ(thread, std::this_thread::get_id());
+  for (const auto& thread : answered_on) EXPECT_EQ(thread, std::this_thread::get_id());
+}
+
+// A group never throws: what the queue cannot take is refused through its own `done` (503's error),
+// the rest is served; after shutdown every request is refused as unavailable.
+TEST(Batcher, AGroupRefusesWhatDoesNotFitThroughEachDone) {
+  FakeModel model;
+  ModelStats stats(4);
+  model.gate_open = false;
+  DynamicBatcher batcher(options(1, /*max_queue=*/2), std::ref(model), stats);
+  auto blocker = batcher.submit(rows({0}));  // the worker holds this one at the gate
+  wait_until([&] { return model.running.load() == 1; });
+  std::vector<std::string> outcome(4);
+  std::atomic<int> answered{0};
+  const auto group_of = [&](size_t n) {
+    std::vector<DynamicBatcher::Submission> group;
+    for (size_t k = 0; k < n; ++k) {
+      group.push_back({rows({1}), std::nullopt, [&, k](std::exception_ptr error, Tensors) {
+                         try {
+                           if (error) std::rethrow_exception(error);
+                           outcome[k] = "ok";
+                         } catch (const OverloadedError&) {
+                           outcome[k] = "overloaded";
+                         } catch (const UnavailableError&) {
+                           outcome[k] = "unavailable";
+                         }
+                         answered.fetch_add(1);
+                       },
+                       {}});
+    }
+    return group;
+  };
+  batcher.submit(group_of(4));
+  wait_until([&] { return answered.load() == 2; });  // the two refused, at once
+  EXPECT_EQ(outcome[2], "overloaded");
+  EXPECT_EQ(outcome[3], "overloaded");
+  model.gate_open = true;
+  blocker.get();
+  wait_until([&] { return answered.load() == 4; });
+  EXPECT_EQ(outcome[0], "ok");
+  EXPECT_EQ(outcome[1], "ok");
+  batcher.shutdown();
+  answered = 0;
+  batcher.submit(group_of(2));
+  EXPECT_EQ(answered.load(), 2);
+  EXPECT_EQ(outcome[0], "unavailable");
+  EXPECT_EQ(outcome[1], "unavailable");
+}

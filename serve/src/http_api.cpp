@@ -154,17 +154,37 @@ void HttpApi::handle(http::Request request, http::Reply reply) {
 void HttpApi::infer(http::Request request, http::Reply reply, std::shared_ptr<Model> model) {
   const bool encoded = !http::header(request.headers, "Content-Encoding").empty();
   if (request.body.size() <= service_.options().inline_decode_bytes && !encoded) {
-    return decode_and_submit(request, reply, model);
+    return decode_and_submit(request, reply, model, true);
   }
   service_.post([this, request = std::move(request), reply = std::move(reply), model]() mutable {
-    decode_and_submit(request, reply, model);
+    decode_and_submit(request, reply, model, false);
   });
 }
 
-void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply, const std::shared_ptr<Model>& model) {
+void HttpApi::end_round(int io_thread) {
+  std::vector<Pending> pending;
+  pending.swap(rounds_.at(static_cast<size_t>(io_thread)));
+  // One group per model, each in arrival order: an idle small model runs its group as one batch.
+  for (size_t i = 0; i < pending.size(); ++i) {
+    if (!pending[i].model) continue;
+    const auto model = std::move(pending[i].model);
+    std::vector<DynamicBatcher::Submission> group;
+    group.push_back(std::move(pending[i].submission));
+    for (size_t j = i + 1; j < pending.size(); ++j) {
+      if (pending[j].model != model) continue;
+      group.push_back(std::move(pending[j].submission));
+      pending[j].model.reset();
+    }
+    model->submit(std::move(group));
+  }
+}
+
+void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply, const std::shared_ptr<Model>& model,
+                                bool in_round) {
   try {
     if (request.gone && request.gone->load()) throw CancelledError("the client left before its request was decoded");
     InferRequest parsed;
+    std::vector<torch::Tensor> inputs;
     std::vector<OutputSelection> selection;
     const auto decode_started = Clock::now();
     try {
@@ -174,6 +194,7 @@ void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply
       if (const auto h = http::header(request.headers, kHeaderLength); !h.empty()) json_bytes = parse_header_length(h);
       parsed = parse_infer_request(body, json_bytes, limits_);
       selection = select_outputs(model->config(), parsed);
+      inputs = model->order_inputs(parsed.inputs);
     } catch (const InvalidInputError&) {
       model->stats().failed_invalid.fetch_add(1, std::memory_order_relaxed);  // never reached the model
       throw;
@@ -201,7 +222,12 @@ void HttpApi::decode_and_submit(http::Request& request, const http::Reply& reply
       if (bytes <= kInlineEncodeBytes) return encode();
       service_.post(std::move(encode));
     };
-    model->submit(parsed.inputs, std::nullopt, std::move(done), request.gone);
+    if (in_round) {
+      rounds_.at(static_cast<size_t>(request.io_thread))
+          .push_back({model, {std::move(inputs), std::nullopt, std::move(done), request.gone}});
+      return;
+    }
+    model->submit(std::move(inputs), std::nullopt, std::move(done), request.gone);
   } catch (...) {
     reply(error_response(std::current_exception(), request.method, request.path));
   }

@@ -92,6 +92,7 @@ int run(serve::Options& o, sigset_t signals) {
   if (o.max_queue_delay_us >= 0) repo_options.model.max_queue_delay = std::chrono::microseconds(o.max_queue_delay_us);
   if (o.max_queue_size > 0) repo_options.model.max_queue_size = o.max_queue_size;
   if (o.instance_count > 0) repo_options.model.instance_count = o.instance_count;
+  repo_options.model.caller_threads = serve::http::Server::io_threads(o.http);
 
   serve::ServiceOptions service_options;
   service_options.version = TORCHSHIP_VERSION;
@@ -109,7 +110,7 @@ int run(serve::Options& o, sigset_t signals) {
   std::unique_ptr<ModelRepository> repository;
   std::exception_ptr load_error;
   serve::HttpApi api(service, counters, o.parse_limits, o.http.limits.max_body_bytes,
-                     o.grpc_port >= 0 ? &grpc_counters : nullptr);
+                     serve::http::Server::io_threads(o.http), o.grpc_port >= 0 ? &grpc_counters : nullptr);
   serve::http::Server http(o.http, api, counters);
   const int port = http.start();
   serve::log::info("torch intra-op threads: " + std::to_string(at::get_num_threads()) +

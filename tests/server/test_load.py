@@ -7,6 +7,9 @@ flight loses none of them, and the server exits 0.
 
 from __future__ import annotations
 
+import http.client
+import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -58,6 +61,65 @@ def test_concurrent_callers_get_their_own_rows_in_shared_batches(
     assert rows == sent, f"{rows:.0f} rows went through batches, {sent} were sent"
     assert batches < clients * per_client  # requests shared batches
     assert server.stop() == 0
+
+
+def instance_count(server, model: str = MODEL) -> int:
+    return httpx.get(f"{server.url}/v2/models/{model}/config").json()["instance_group"][0]["count"]
+
+
+def test_a_small_model_gets_one_instance_per_io_thread(start_server: StartServer, thermometer_repository: Path) -> None:
+    # Single-threaded kernels and a batch-1 call of microseconds: the model runs on the I/O threads, one
+    # instance each, so no thread waits for another's call (docs/benchmarks.md, "Why 4 connections").
+    small = ("--intra-op-threads", "1", "--io-threads", "3")
+    assert instance_count(start_server(thermometer_repository, *small, log_level="warning")) == 3
+    # An explicit --instance-count wins; and with multi-threaded kernels the model runs on its workers.
+    assert instance_count(start_server(thermometer_repository, *small, "--instance-count", "1")) == 1
+    assert instance_count(start_server(thermometer_repository, "--intra-op-threads", "2", "--io-threads", "3")) == 1
+
+
+def test_requests_read_in_one_round_share_a_batch_and_keep_their_own_rows(
+    start_server: StartServer, thermometer_repository: Path, thermometer_eager: torch.nn.Module
+) -> None:
+    # One I/O thread, so one instance: requests that arrive on several connections while it is busy are
+    # read in one round and run as one batch on that thread (HttpApi::end_round).
+    server = start_server(thermometer_repository, "--intra-op-threads", "1", "--io-threads", "1", log_level="warning")
+    connections, rounds = 8, 40
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(connections)]
+    try:
+        for s in sockets:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for r in range(rounds):
+            values = [1000.0 * r + k for k in range(connections)]
+            for s, v in zip(sockets, values, strict=True):
+                body = json.dumps(
+                    {"inputs": [{"name": "t_u", "shape": [1, 1], "datatype": "FP32", "data": [v]}]}
+                ).encode()
+                head = f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+                s.sendall(head.encode() + body)
+            for s, v in zip(sockets, values, strict=True):
+                got = torch.tensor(json.loads(read_one_response(s))["outputs"][0]["data"]).reshape(1, 1)
+                with torch.no_grad():
+                    tolerance.assert_close(
+                        got, thermometer_eager(torch.tensor([[v]])), tolerance.tolerance("server"), f"value {v}"
+                    )
+    finally:
+        for s in sockets:
+            s.close()
+    requests = connections * rounds
+    assert metric(server, f"torchship_inference_success_total{{{LABELS}}}") == requests
+    assert metric(server, f"torchship_batch_size_sum{{{LABELS}}}") == requests
+    batches = metric(server, f"torchship_batch_size_count{{{LABELS}}}")
+    print(f"{requests} requests on {connections} connections ran in {batches:.0f} batches")
+    assert batches < requests  # some rounds held several
+    assert server.stop() == 0
+
+
+def read_one_response(s: socket.socket) -> bytes:
+    """The one answer the connection owes (an inference: status 200)."""
+    answer = http.client.HTTPResponse(s)
+    answer.begin()
+    assert answer.status == 200, answer.read()
+    return answer.read()
 
 
 def test_sigterm_finishes_requests_in_flight(

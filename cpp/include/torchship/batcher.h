@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "torchship/errors.h"
 #include "torchship/stats.h"
 
 namespace torchship {
@@ -70,6 +71,19 @@ class DynamicBatcher {
   void submit(Tensors inputs, std::optional<std::chrono::steady_clock::time_point> deadline, Done done,
               CancelFlag cancelled = {});
 
+  // One request of a group submit().
+  struct Submission {
+    Tensors inputs;
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    Done done;
+    CancelFlag cancelled;
+  };
+  // Several requests at once, in order (a server's I/O thread passes on what it read in one round): like the
+  // asynchronous submit() of each, except that when the model is idle and small (run_small_on_caller) they run
+  // here together, as one batch. Never throws: a request refused (queue full, shutting down) gets its error
+  // through its `done`, on this thread.
+  void submit(std::vector<Submission> group);
+
   // Throws the OverloadedError submit() would throw now. Lets a caller refuse a
   // request before decoding it; advisory (the queue may drain or fill meanwhile).
   void check_capacity() const;
@@ -110,8 +124,10 @@ class DynamicBatcher {
   void queue_request(Request request);  // takes the lock; throws when stopping or full
   void worker_loop(int worker);
   int claim_free_instance();  // under mutex_; -1 when every instance is busy
+  // submit()'s caller runs `batch`, then what queued behind it, on `instance` (claimed for it).
+  void run_here(int instance, std::vector<Request> batch);
   static constexpr int kCallerBatches = 4;  // submit()'s caller runs at most this many batches, then hands over
-  [[noreturn]] void throw_full(int64_t depth) const;
+  OverloadedError queue_full(int64_t depth) const;
   void enqueue(Request request);  // under mutex_; throws OverloadedError when full
   std::vector<Request> take_batch(std::unique_lock<std::mutex>& lock);
   void execute(int worker, std::vector<Request>& batch);

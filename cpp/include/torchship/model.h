@@ -35,6 +35,9 @@ struct ModelOptions {
   std::optional<std::chrono::microseconds> max_queue_delay;
   std::optional<int64_t> max_queue_size;
   bool warmup = true;
+  // Threads that run requests themselves (a server's I/O threads). A model whose batch-1 call is measured
+  // small runs on them, and gets at least this many instances unless instance_count is set above.
+  int caller_threads = 0;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
@@ -78,6 +81,10 @@ class Model {
               DynamicBatcher::Done on_done, DynamicBatcher::CancelFlag cancelled = {});
   void submit(const NamedTensors& inputs, std::optional<std::chrono::steady_clock::time_point> deadline,
               DynamicBatcher::Done on_done, DynamicBatcher::CancelFlag cancelled = {});
+  // Several requests (inputs in config order) that one I/O thread read in one round: each validated like
+  // submit(), then queued together, so an idle small model runs them here as one batch (DynamicBatcher).
+  // Never throws: a request refused gets its error through its `done`, on this thread.
+  void submit(std::vector<DynamicBatcher::Submission> group);
   // Throws OverloadedError (and counts it) while the request queue is full, so a
   // server can refuse a request before decoding it. Advisory: infer() decides.
   void refuse_if_overloaded();
@@ -93,6 +100,8 @@ class Model {
   void warm_up();
   void check_outputs(const std::vector<torch::Tensor>& outputs, int64_t rows) const;
   void check_arguments(const Backend& backend) const;  // throws LoadError
+  // `on_done` wrapped to count the request's outcome and time in stats_ (in_flight already counted).
+  DynamicBatcher::Done counted(DynamicBatcher::Done on_done, std::chrono::steady_clock::time_point started);
   // Counts a failed request by its error type; returns the error to rethrow (internal errors get the model's name).
   std::exception_ptr count_failure(std::exception_ptr error, std::chrono::steady_clock::time_point started);
 

@@ -111,9 +111,16 @@ std::string_view header(const Headers& headers, std::string_view name) {
   return {};
 }
 
+// One I/O thread's round of ready events: Handler::end_round runs once after the requests it read.
+struct Round {
+  net::io_context* context = nullptr;
+  bool scheduled = false;  // touched only on its own thread
+};
+
 struct Shared {
   Shared(ServerOptions o, Handler& h, Counters& c) : options(std::move(o)), handler(h), counters(c) {}
   const ServerOptions options;
+  std::vector<Round> rounds;  // one per I/O thread
   Handler& handler;
   Counters& counters;
   std::atomic<bool> draining{false};
@@ -147,11 +154,12 @@ class Registry {
   std::list<std::weak_ptr<Session>> sessions_;
 };
 
-// One connection. Everything here runs on the session's strand.
+// One connection. Everything here runs on its I/O thread (the one thread that runs its io_context).
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, Shared& shared, Registry& registry)
-      : socket_(std::move(socket)),
+  Session(tcp::socket socket, Shared& shared, Registry& registry, int io_thread)
+      : io_thread_(io_thread),
+        socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         shared_(shared),
         registry_(registry),
@@ -470,6 +478,7 @@ class Session : public std::enable_shared_from_this<Session> {
     for (const auto& f : message) request.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     request.body = std::move(message.body());
     request.gone = gone_;
+    request.io_thread = io_thread_;
     try {
       shared_.handler.handle(std::move(request), [self = shared_from_this(), slot](Response response) {
         net::dispatch(self->socket_.get_executor(), [self, slot, response = std::move(response)]() mutable {
@@ -481,7 +490,19 @@ class Session : public std::enable_shared_from_this<Session> {
       slot->response = Response{500, "application/json", error_json(std::string("internal error: ") + e.what()), {}};
       write_next();
     }
+    end_round_later();
     after_request(keep_alive);
+  }
+
+  // Posted behind the handlers already queued on this thread (the rest of this poll's ready sockets).
+  void end_round_later() {
+    auto& round = shared_.rounds[static_cast<size_t>(io_thread_)];
+    if (round.scheduled) return;
+    round.scheduled = true;
+    net::post(*round.context, [&round, &handler = shared_.handler, thread = io_thread_] {
+      round.scheduled = false;
+      handler.end_round(thread);
+    });
   }
 
   void after_request(bool keep_alive) {
@@ -595,6 +616,7 @@ class Session : public std::enable_shared_from_this<Session> {
     socket_.close(ec);
   }
 
+  const int io_thread_;
   tcp::socket socket_;
   net::steady_timer timer_;
   Clock::time_point timer_at_ = Clock::time_point::max();  // when timer_ fires; max: not set
@@ -669,12 +691,13 @@ class Server::Impl {
  public:
   Impl(ServerOptions options, Handler& handler, Counters& counters)
       : shared_(std::move(options), handler, counters),
-        io_threads_(shared_.options.io_threads > 0 ? shared_.options.io_threads
-                                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
-        contexts_(make_contexts(io_threads_)),
+        contexts_(make_contexts(Server::io_threads(shared_.options))),
         acceptor_(net::make_strand(*contexts_.front())),
         retry_timer_(acceptor_.get_executor()) {
-    for (auto& context : contexts_) work_.push_back(net::make_work_guard(*context));
+    for (auto& context : contexts_) {
+      work_.push_back(net::make_work_guard(*context));
+      shared_.rounds.push_back(Round{context.get()});
+    }
   }
 
   int start() {
@@ -740,10 +763,11 @@ class Server::Impl {
     return contexts;
   }
 
-  net::io_context& next_context() { return *contexts_[next_context_++ % contexts_.size()]; }
-
   void accept() {
-    acceptor_.async_accept(net::make_strand(next_context()), [this](beast::error_code ec, tcp::socket socket) {
+    // A connection's socket and timer run on its thread's io_context itself: one thread runs each, so a
+    // strand would only add a queue (and answers written from end_round, outside any strand, would be posted).
+    const auto thread = static_cast<int>(next_context_++ % contexts_.size());
+    acceptor_.async_accept(contexts_[static_cast<size_t>(thread)]->get_executor(), [this, thread](beast::error_code ec, tcp::socket socket) {
       if (ec) {
         if (!acceptor_.is_open() || ec == net::error::operation_aborted) return;
         // EMFILE and friends: back off instead of spinning on a listener that cannot accept.
@@ -761,7 +785,7 @@ class Server::Impl {
       } else if (static_cast<size_t>(shared_.counters.connections_open.load()) >= shared_.options.limits.max_connections) {
         refuse_connection(std::move(socket), shared_);
       } else {
-        std::make_shared<Session>(std::move(socket), shared_, registry_)->start();
+        std::make_shared<Session>(std::move(socket), shared_, registry_, thread)->start();
       }
       accept();
     });
@@ -774,7 +798,6 @@ class Server::Impl {
   // corrupted tcmalloc's free lists: the server segfaulted at exit (issue 12).
   Shared shared_;
   Registry registry_;
-  int io_threads_;
   std::vector<std::unique_ptr<net::io_context>> contexts_;
   std::vector<net::executor_work_guard<net::io_context::executor_type>> work_;
   size_t next_context_ = 0;  // only the acceptor's handlers touch it
@@ -787,6 +810,9 @@ class Server::Impl {
 Server::Server(ServerOptions options, Handler& handler, Counters& counters)
     : impl_(std::make_unique<Impl>(std::move(options), handler, counters)) {}
 Server::~Server() { stop(Clock::now()); }
+int Server::io_threads(const ServerOptions& options) {
+  return options.io_threads > 0 ? options.io_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 int Server::start() { return impl_->start(); }
 void Server::begin_drain() { impl_->begin_drain(); }
 void Server::stop(std::chrono::steady_clock::time_point deadline) { impl_->stop(deadline); }

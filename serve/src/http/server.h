@@ -44,6 +44,7 @@ struct Request {
   std::string body;   // as received: Content-Encoding is the handler's to undo
   // Set when the connection ends before the answer is written (the client hung up).
   std::shared_ptr<const std::atomic<bool>> gone;
+  int io_thread = 0;  // the I/O thread handle() runs on, 0 .. io threads - 1 (see Handler::end_round)
 };
 
 struct Response {
@@ -61,6 +62,10 @@ class Handler {
   virtual ~Handler() = default;
   // Runs on an I/O thread: must not block or do heavy work there (post it elsewhere).
   virtual void handle(Request request, Reply reply) = 0;
+  // Called on I/O thread `io_thread` once the requests that one poll of its sockets found ready have all
+  // been handed to handle(), before it polls again: work those requests left here goes on together (the
+  // model runs them as one batch, docs/architecture.md).
+  virtual void end_round(int io_thread) { (void)io_thread; }
   // The methods `path` takes ("GET, HEAD"), asked once the headers are in, so a request with any
   // other method is refused with 405 before its body is read. "": let handle() decide (404).
   virtual std::string_view allowed_methods(std::string_view path) const = 0;
@@ -82,6 +87,9 @@ class Server {
   ~Server();  // stop(now)
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
+
+  // The I/O threads' count: options.io_threads, or one per core.
+  static int io_threads(const ServerOptions& options);
 
   // Binds and starts the I/O threads; returns the bound port. Throws std::runtime_error naming
   // the address when it cannot be bound.
