@@ -197,6 +197,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "19000",
         "--max-queue-size",
         "4096",
+        *(["--intra-op-threads", str(args.intra_op_threads)] if args.intra_op_threads else []),
     ]
     result: dict = {"cpu": cpu_model(), "nofile_hard": hard}
     # 1a: timeouts above the window, so the hostile connections stay.
@@ -234,6 +235,12 @@ def main() -> None:
         "the default run sees slowloris connections closed and reopened (default %(default)s)",
     )
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="the server's --intra-op-threads (0: its default); make bench serves the MLP with 1",
+    )
     p.add_argument("--log-dir", default="/tmp/torchship-soak")
     print(json.dumps(asyncio.run(main_async(p.parse_args())), indent=2))
 

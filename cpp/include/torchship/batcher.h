@@ -7,7 +7,9 @@
 // Low load pays no batching tax: with max_queue_delay = 0, a run() that finds
 // the queue empty and an instance free executes on the caller's own thread (no
 // hand-off to a worker and back); otherwise a free worker runs whatever is
-// queued at once, and batches grow by themselves while instances are busy.
+// queued at once, and batches grow by themselves while instances are busy. A
+// server's I/O thread submits the requests it read together as one group, which
+// a small idle model runs on that thread as one batch.
 #include <torch/types.h>
 
 #include <chrono>

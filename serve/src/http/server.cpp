@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "http/content_coding.h"
 #include "http/text.h"
@@ -750,6 +751,11 @@ class Server::Impl {
     for (auto& context : contexts_) context->stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
+    // A round cut short by the stop: what its requests left with the handler is passed on now, and answered
+    // like any request still queued (its sessions end with the contexts), never dropped with the handler.
+    for (size_t thread = 0; thread < shared_.rounds.size(); ++thread) {
+      if (std::exchange(shared_.rounds[thread].scheduled, false)) shared_.handler.end_round(static_cast<int>(thread));
+    }
   }
 
  private:
