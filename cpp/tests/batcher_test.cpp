@@ -363,11 +363,11 @@ TEST(Batcher, SmallModelRunsAGroupOnTheCallerAsOneBatch) {
   std::vector<std::thread::id> answered_on(4);
   std::vector<DynamicBatcher::Submission> group;
   for (size_t k = 0; k < 4; ++k) {
-    group.push_back({rows({static_cast<float>(k + 1)}), std::nullopt, [&, k](std::exception_ptr error, Tensors outputs) {
-                       answers[k] = error ? -1.0f : outputs[0].item<float>();
-                       answered_on[k] = std::this_thread::get_id();
-                     },
-                     {}});
+    auto done = [&, k](std::exception_ptr error, Tensors outputs) {
+      answers[k] = error ? -1.0f : outputs[0].item<float>();
+      answered_on[k] = std::this_thread::get_id();
+    };
+    group.push_back({rows({static_cast<float>(k + 1)}), std::nullopt, std::move(done), {}});
   }
   batcher.submit(std::move(group));  // returns once all four have run, here
   EXPECT_EQ(answers, (std::vector<float>{2, 4, 6, 8}));

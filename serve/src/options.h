@@ -73,8 +73,10 @@ inline void add_flags(CLI::App& app, Options& o) {
       ->check(CLI::Range(int64_t{0}, int64_t{10'000'000}));
   app.add_option("--max-queue-size", o.max_queue_size, "override the queue bound (beyond it: 503 + Retry-After)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  app.add_option("--instance-count", o.instance_count, "override the number of model instances (default: config.json's; a model measured small at "
-                 "warm-up gets at least one per I/O thread)")->check(CLI::Range(1, 64));
+  app.add_option("--instance-count", o.instance_count,
+                 "override the number of model instances (default: config.json's; a model measured small at "
+                 "warm-up gets at least one per I/O thread)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--intra-op-threads", o.intra_op_threads,
                  "torch intra-op threads; 0: 1 on CUDA (the host only copies), torch's default on CPU")
       ->capture_default_str()

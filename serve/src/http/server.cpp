@@ -773,7 +773,8 @@ class Server::Impl {
     // A connection's socket and timer run on its thread's io_context itself: one thread runs each, so a
     // strand would only add a queue (and answers written from end_round, outside any strand, would be posted).
     const auto thread = static_cast<int>(next_context_++ % contexts_.size());
-    acceptor_.async_accept(contexts_[static_cast<size_t>(thread)]->get_executor(), [this, thread](beast::error_code ec, tcp::socket socket) {
+    auto& context = *contexts_[static_cast<size_t>(thread)];
+    acceptor_.async_accept(context.get_executor(), [this, thread](beast::error_code ec, tcp::socket socket) {
       if (ec) {
         if (!acceptor_.is_open() || ec == net::error::operation_aborted) return;
         // EMFILE and friends: back off instead of spinning on a listener that cannot accept.
@@ -817,7 +818,8 @@ Server::Server(ServerOptions options, Handler& handler, Counters& counters)
     : impl_(std::make_unique<Impl>(std::move(options), handler, counters)) {}
 Server::~Server() { stop(Clock::now()); }
 int Server::io_threads(const ServerOptions& options) {
-  return options.io_threads > 0 ? options.io_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.io_threads > 0) return options.io_threads;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 int Server::start() { return impl_->start(); }
 void Server::begin_drain() { impl_->begin_drain(); }
