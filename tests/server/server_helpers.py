@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import torch
 
@@ -96,3 +97,74 @@ def sigterm_while_draining(server: ServerProcess, trickling: int = 1, wait_s: fl
     for s in [idle, *trickles]:
         s.close()
     return code, elapsed
+
+
+def http_request(method: str, target: str, body: bytes = b"", *headers: str) -> bytes:
+    head = [f"{method} {target} HTTP/1.1", "Host: x", *headers]
+    if body and not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def read_responses(
+    s: socket.socket, count: int | None = None, timeout: float = 10.0
+) -> tuple[list[tuple[int, bytes]], bool]:
+    """Reads answers with h11 until `count` arrived or the server closed; returns them and whether it closed."""
+    conn = h11.Connection(h11.CLIENT)
+    out: list[tuple[int, bytes]] = []
+    status, body = 0, b""
+    deadline = time.monotonic() + timeout
+    closed = False
+    while count is None or len(out) < count:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            s.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                data = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                data = b""
+                if time.monotonic() >= deadline:
+                    break
+            if not data:
+                closed = True
+                break
+            conn.receive_data(data)
+        elif isinstance(event, h11.Response):
+            status, body = event.status_code, b""
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            out.append((status, body))
+            if conn.their_state is h11.MUST_CLOSE:
+                closed = closes(s, deadline)
+                break
+            # h11 handles one request/response pair at a time: start the next cycle by hand.
+            conn = _next_cycle(conn)
+        elif isinstance(event, h11.ConnectionClosed):
+            closed = True
+            break
+    return out, closed
+
+
+def _next_cycle(conn: h11.Connection) -> h11.Connection:
+    leftover = conn.trailing_data[0]
+    fresh = h11.Connection(h11.CLIENT)
+    fresh.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    fresh.send(h11.EndOfMessage())
+    if leftover:
+        fresh.receive_data(leftover)
+    return fresh
+
+
+def closes(s: socket.socket, deadline: float) -> bool:
+    """True when the server closes the connection (EOF or reset) before the deadline."""
+    try:
+        while time.monotonic() < deadline:
+            s.settimeout(max(deadline - time.monotonic(), 0.01))
+            if not s.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False

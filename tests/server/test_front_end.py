@@ -17,10 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
-import h11
 import httpx
 import pytest
-from server_helpers import StartServer, metric, sigterm_while_draining
+from server_helpers import StartServer, closes, http_request, metric, read_responses, sigterm_while_draining
 
 MODEL = "thermometer_linear"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -48,82 +47,11 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
     return s
 
 
-def read_responses(
-    s: socket.socket, count: int | None = None, timeout: float = 10.0
-) -> tuple[list[tuple[int, bytes]], bool]:
-    """Reads answers with h11 until `count` arrived or the server closed; returns them and whether it closed."""
-    conn = h11.Connection(h11.CLIENT)
-    out: list[tuple[int, bytes]] = []
-    status, body = 0, b""
-    deadline = time.monotonic() + timeout
-    closed = False
-    while count is None or len(out) < count:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            s.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                data = s.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                data = b""
-                if time.monotonic() >= deadline:
-                    break
-            if not data:
-                closed = True
-                break
-            conn.receive_data(data)
-        elif isinstance(event, h11.Response):
-            status, body = event.status_code, b""
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            out.append((status, body))
-            if conn.their_state is h11.MUST_CLOSE:
-                closed = _closes(s, deadline)
-                break
-            # h11 handles one request/response pair at a time: start the next cycle by hand.
-            conn = _next_cycle(conn)
-        elif isinstance(event, h11.ConnectionClosed):
-            closed = True
-            break
-    return out, closed
-
-
-def _next_cycle(conn: h11.Connection) -> h11.Connection:
-    leftover = conn.trailing_data[0]
-    fresh = h11.Connection(h11.CLIENT)
-    fresh.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
-    fresh.send(h11.EndOfMessage())
-    if leftover:
-        fresh.receive_data(leftover)
-    return fresh
-
-
-def _closes(s: socket.socket, deadline: float) -> bool:
-    """True when the server closes the connection (EOF or reset) before the deadline."""
-    try:
-        while time.monotonic() < deadline:
-            s.settimeout(max(deadline - time.monotonic(), 0.01))
-            if not s.recv(65536):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
-    return False
-
-
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def http_request(method: str, target: str, body: bytes = b"", *headers: str) -> bytes:
-    head = [f"{method} {target} HTTP/1.1", "Host: x", *headers]
-    if body and not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
-        head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +174,7 @@ def test_an_idle_keep_alive_connection_is_closed(front) -> None:
     answers, closed = read_responses(s, count=1)
     assert answers[0][0] == 200 and not closed
     started = time.monotonic()
-    assert _closes(s, time.monotonic() + 5)
+    assert closes(s, time.monotonic() + 5)
     assert 1.0 < time.monotonic() - started < 3.0  # --keep-alive-timeout-ms 1500
 
 

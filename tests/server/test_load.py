@@ -7,7 +7,6 @@ flight loses none of them, and the server exits 0.
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from server_helpers import StartServer, metric
+from server_helpers import StartServer, http_request, metric, read_responses
 
 from torchship import tolerance
 from torchship.client import Client, ServerError
@@ -91,13 +90,12 @@ def test_requests_read_in_one_round_share_a_batch_and_keep_their_own_rows(
         for r in range(rounds):
             values = [1000.0 * r + k for k in range(connections)]
             for s, v in zip(sockets, values, strict=True):
-                body = json.dumps(
-                    {"inputs": [{"name": "t_u", "shape": [1, 1], "datatype": "FP32", "data": [v]}]}
-                ).encode()
-                head = f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
-                s.sendall(head.encode() + body)
+                body = json.dumps({"inputs": [{"name": "t_u", "shape": [1, 1], "datatype": "FP32", "data": [v]}]})
+                s.sendall(http_request("POST", f"/v2/models/{MODEL}/infer", body.encode()))
             for s, v in zip(sockets, values, strict=True):
-                got = torch.tensor(json.loads(read_one_response(s))["outputs"][0]["data"]).reshape(1, 1)
+                ((status, answer),), _closed = read_responses(s, count=1)
+                assert status == 200, answer
+                got = torch.tensor(json.loads(answer)["outputs"][0]["data"]).reshape(1, 1)
                 with torch.no_grad():
                     tolerance.assert_close(
                         got, thermometer_eager(torch.tensor([[v]])), tolerance.tolerance("server"), f"value {v}"
@@ -112,14 +110,6 @@ def test_requests_read_in_one_round_share_a_batch_and_keep_their_own_rows(
     print(f"{requests} requests on {connections} connections ran in {batches:.0f} batches")
     assert batches < requests  # some rounds held several
     assert server.stop() == 0
-
-
-def read_one_response(s: socket.socket) -> bytes:
-    """The one answer the connection owes (an inference: status 200)."""
-    answer = http.client.HTTPResponse(s)
-    answer.begin()
-    assert answer.status == 200, answer.read()
-    return answer.read()
 
 
 def test_sigterm_finishes_requests_in_flight(

@@ -123,24 +123,22 @@ def _specs(
 
 
 def _flat_torchscript(
-    path: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape], batch: int
+    path: Path, specs: Sequence[TensorSpec], example: tuple[torch.Tensor, ...]
 ) -> torch.jit.ScriptModule:
     """The TorchScript file with its outputs flattened (the C++ runtime and the ONNX exporter take tensors and
     tuples only): a trace of ``FlatOutputs`` around the loaded module, which keeps it as one call, its own
     code unchanged; the trace adds only the fixed indexing of its dict or nested output."""
     with formats.torchscript_deprecation_noted():
         loaded = formats.jit_load(path)
-        example = tuple(shapes.random_inputs(specs, examples, batch, seed=0))
         flat = outputs_mod.flat_outputs(loaded, [s.name for s in specs])
         return torch.jit.trace(flat, example, check_trace=False)
 
 
 def _onnx_cross_check(
-    module: torch.jit.ScriptModule, staging: Path, specs: Sequence[TensorSpec], examples: Sequence[Shape], batch: int
+    module: torch.jit.ScriptModule, staging: Path, specs: Sequence[TensorSpec], example: tuple[torch.Tensor, ...]
 ) -> Path:
     """An ONNX export of the (flattened) TorchScript module, for a runtime with kernels of its own: the
     TorchScript-based exporter (``dynamo=False``), since the dynamo exporter does not take ScriptModules."""
-    example = tuple(shapes.random_inputs(specs, examples, batch, seed=0))
     out = staging / "cross_check.onnx"
     dynamic = {s.name: {i: f"{s.name}_{i}" for i, d in enumerate(s.shape) if d == -1} for s in specs}
     with formats.torchscript_deprecation_noted(), warnings.catch_warnings():
@@ -214,8 +212,9 @@ def import_artifact(
     with _staging(repository, name) as staging:
         repo = staging / "repository"
         (repo / name / "1").mkdir(parents=True)
-        batch = shapes.example_batch(max_batch_size)
-        flat = _flat_torchscript(path, specs, examples, batch) if fmt == "torchscript" else None
+        # The inputs both traces take: the TorchScript flattening and its ONNX cross-check.
+        example = tuple(shapes.random_inputs(specs, examples, shapes.example_batch(max_batch_size), seed=0))
+        flat = _flat_torchscript(path, specs, example) if fmt == "torchscript" else None
         wrapped = flat is not None and not outputs_mod.is_flat(eager.runs[0][1])
         if wrapped:
             flat.save(str(repo / name / "1" / variant.file))  # type: ignore[union-attr]
@@ -242,7 +241,7 @@ def import_artifact(
         _write_json(repo / name / "config.json", config)
         if fmt == "torchscript":
             try:
-                onnx_path = _onnx_cross_check(flat, staging, specs, examples, batch)  # type: ignore[arg-type]
+                onnx_path = _onnx_cross_check(flat, staging, specs, example)  # type: ignore[arg-type]
                 new = verify(formats.load_onnx(onnx_path), "onnx", "cpu", cases, out_specs, name)
                 rows += new
                 checks.append(_check("ONNX Runtime on an ONNX export of it (independent kernels)", new))

@@ -112,16 +112,11 @@ std::string_view header(const Headers& headers, std::string_view name) {
   return {};
 }
 
-// One I/O thread's round of ready events: Handler::end_round runs once after the requests it read.
-struct Round {
-  net::io_context* context = nullptr;
-  bool scheduled = false;  // touched only on its own thread
-};
-
 struct Shared {
   Shared(ServerOptions o, Handler& h, Counters& c) : options(std::move(o)), handler(h), counters(c) {}
   const ServerOptions options;
-  std::vector<Round> rounds;  // one per I/O thread
+  // Per I/O thread: Handler::end_round is posted and has not run yet (touched only on that thread).
+  std::vector<char> round_scheduled;
   Handler& handler;
   Counters& counters;
   std::atomic<bool> draining{false};
@@ -497,11 +492,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Posted behind the handlers already queued on this thread (the rest of this poll's ready sockets).
   void end_round_later() {
-    auto& round = shared_.rounds[static_cast<size_t>(io_thread_)];
-    if (round.scheduled) return;
-    round.scheduled = true;
-    net::post(*round.context, [&round, &handler = shared_.handler, thread = io_thread_] {
-      round.scheduled = false;
+    auto& scheduled = shared_.round_scheduled[static_cast<size_t>(io_thread_)];
+    if (scheduled) return;
+    scheduled = 1;
+    net::post(socket_.get_executor(), [&scheduled, &handler = shared_.handler, thread = io_thread_] {
+      scheduled = 0;
       handler.end_round(thread);
     });
   }
@@ -695,10 +690,8 @@ class Server::Impl {
         contexts_(make_contexts(Server::io_threads(shared_.options))),
         acceptor_(net::make_strand(*contexts_.front())),
         retry_timer_(acceptor_.get_executor()) {
-    for (auto& context : contexts_) {
-      work_.push_back(net::make_work_guard(*context));
-      shared_.rounds.push_back(Round{context.get()});
-    }
+    for (auto& context : contexts_) work_.push_back(net::make_work_guard(*context));
+    shared_.round_scheduled.resize(contexts_.size());
   }
 
   int start() {
@@ -753,8 +746,8 @@ class Server::Impl {
     threads_.clear();
     // A round cut short by the stop: what its requests left with the handler is passed on now, and answered
     // like any request still queued (its sessions end with the contexts), never dropped with the handler.
-    for (size_t thread = 0; thread < shared_.rounds.size(); ++thread) {
-      if (std::exchange(shared_.rounds[thread].scheduled, false)) shared_.handler.end_round(static_cast<int>(thread));
+    for (size_t thread = 0; thread < shared_.round_scheduled.size(); ++thread) {
+      if (std::exchange(shared_.round_scheduled[thread], 0)) shared_.handler.end_round(static_cast<int>(thread));
     }
   }
 
